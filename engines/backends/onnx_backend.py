@@ -1,0 +1,54 @@
+"""ONNX Runtime engine: runs the exported front end + network with no torch import."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.checkpoint import ONNX_NAME, ModelConfig, verify_file
+from engines.engine import Engine
+from engines.errors import EngineError
+
+INPUT_NAME = "waveform"
+
+
+class OnnxEngine(Engine):
+    name = "onnx"
+
+    def __init__(self, folder: Path, config: ModelConfig, threads: int = 1, max_batch: int = 64,
+                 providers: list[str] | None = None) -> None:
+        super().__init__(config, max_batch)
+        import onnxruntime as ort
+
+        path = verify_file(folder, ONNX_NAME, config.onnx_sha256, "onnx_sha256")
+        opts = ort.SessionOptions()
+        # Our own threads decide parallelism (one inference worker per process); ORT's spinning
+        # thread pool would steal the cores the audio and network threads need.
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        wanted = providers or ["CPUExecutionProvider"]
+        chosen = [p for p in wanted if p in available]
+        if not chosen:
+            raise EngineError(f"ONNX Runtime providers {wanted} are not available here; available: {available}")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+        except Exception as e:  # ORT raises its own untyped errors for a bad graph
+            raise EngineError(f"{path}: ONNX Runtime cannot load the model ({e})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].shape[1] != self.window_samples:
+            shape = [(i.name, i.shape) for i in inputs]
+            raise EngineError(f"{path}: expected one input '{INPUT_NAME}' [batch, {self.window_samples}], got {shape}")
+        self.threads = threads
+        self.device = "cpu" if chosen[0] == "CPUExecutionProvider" else chosen[0]
+        self._version = ort.__version__
+
+    def _logits(self, windows: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: windows})[0].reshape(-1)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "precision": "fp32", "onnxruntime": self._version, "threads": self.threads}

@@ -1,0 +1,71 @@
+"""The Engine contract: windows float32 [B, N] -> spoof probability float32 [B]."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from engines.checkpoint import ModelConfig
+from engines.errors import EngineError
+
+
+class Engine(ABC):
+    """A compiled or eager model behind one ``score`` call.
+
+    Subclasses implement ``_logits`` for one batch of at most ``max_batch`` windows; this class
+    validates input, splits large batches and applies the checkpoint's calibration.
+    """
+
+    name: str = "engine"
+    device: str = "cpu"
+
+    def __init__(self, config: ModelConfig, max_batch: int) -> None:
+        self.config = config
+        self.max_batch = max_batch
+        self.window_samples = config.window_samples
+        self._scale = float(config.calibration["scale"])
+        self._bias = float(config.calibration["bias"])
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_id
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Calibrated spoof logits float32 [B] (higher = more likely spoofed)."""
+        x = self._check(windows)
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.float32)
+        parts = [self._logits(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return (out * self._scale + self._bias).astype(np.float32, copy=False)
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        """Spoof probability float32 [B] in [0, 1]."""
+        z = self.logits(windows)
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": self.name, "device": self.device, "model": self.model_id,
+                "architecture": self.config.architecture, "max_batch": self.max_batch}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release device resources; engines holding none need not override."""
+
+    @abstractmethod
+    def _logits(self, windows: np.ndarray) -> np.ndarray: ...
+
+    def _check(self, windows: np.ndarray) -> np.ndarray:
+        if not isinstance(windows, np.ndarray):
+            raise EngineError(f"windows must be a numpy array, got {type(windows).__name__}")
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise EngineError(f"windows must have shape [B, {self.window_samples}], got {list(windows.shape)}")
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if not np.isfinite(x).all():
+            bad = int(np.argwhere(~np.isfinite(x))[0][0])
+            raise EngineError(f"window {bad} contains NaN or Inf samples; audio must be finite")
+        return x

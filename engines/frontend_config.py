@@ -1,0 +1,62 @@
+"""Front-end parameters as plain data (no torch), so checkpoints and the ONNX path can read them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FeatureKind = Literal["logmel", "logpower"]
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """Parameters of the spectrogram; stored in every checkpoint and checked on load."""
+
+    kind: FeatureKind = "logmel"
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 80  # only for logmel
+    f_min: float = 0.0
+    f_max: float | None = None
+    center: bool = True  # zero-pad n_fft/2 on both sides, as torch.stft(center=True, pad_mode="constant")
+    log_floor: float = 1e-6  # added before the natural log so silence stays finite
+    mel_scale: str = field(default="slaney")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("logmel", "logpower"):
+            raise ValueError(f"front end kind {self.kind!r} is not supported: use 'logmel' or 'logpower'")
+        if not 0 < self.win_length <= self.n_fft:
+            raise ValueError(f"win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
+        if self.hop_length <= 0:
+            raise ValueError(f"hop_length {self.hop_length} must be positive")
+        if self.mel_scale != "slaney":
+            raise ValueError(f"mel_scale {self.mel_scale!r} is not supported: use 'slaney'")
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mels if self.kind == "logmel" else self.n_bins
+
+    def n_frames(self, n_samples: int) -> int:
+        padded = n_samples + (self.n_fft if self.center else 0)
+        return 1 + (padded - self.n_fft) // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FrontEndConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"front end field(s) {sorted(unknown)} are not known; accepted: {sorted(known)}")
+        return cls(**d)
+
+
+# The two front ends the seed systems use.
+SPECRNET_FRONTEND = FrontEndConfig(kind="logmel", n_fft=512, win_length=400, hop_length=160, n_mels=80)
+RESMAX_FRONTEND = FrontEndConfig(kind="logpower", n_fft=1024, win_length=1024, hop_length=256)

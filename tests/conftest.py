@@ -1,0 +1,63 @@
+"""Shared fixtures: real speech from ../shared/data and randomly initialised checkpoints.
+
+Random weights test mechanics (shapes, parity, I/O), never accuracy.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("REALTIME_DETECT_DATA", REPO.parent / "shared" / "data"))
+
+
+def speech_files(n: int = 4) -> list[Path]:
+    """The first ``n`` bona fide files of the shared manifest (deterministic order)."""
+    manifest = DATA / "bonafide" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"shared speech data not found at {DATA} (set REALTIME_DETECT_DATA)")
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # Manifest paths are relative to the data root (bonafide/librispeech/...).
+    return [DATA / r["path"] for r in rows[:n]]
+
+
+def speech(seconds: float = 4.0, index: int = 0) -> np.ndarray:
+    """``seconds`` of real speech at 16 kHz (float32, mono), tiled if the file is shorter."""
+    audio, sr = sf.read(speech_files(index + 1)[index], dtype="float32")
+    assert sr == 16000
+    n = int(seconds * sr)
+    return np.resize(audio, n).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Randomly initialised SpecRNet and ResMax checkpoints (with ONNX), written once per session."""
+    torch = pytest.importorskip("torch")
+    from engines.checkpoint import save_checkpoint
+    from engines.models import build_detector
+
+    out: dict[str, Path] = {}
+    for arch in ("specrnet", "resmax"):
+        torch.manual_seed(0)
+        det = build_detector(arch)
+        # Give the BatchNorms non-trivial statistics so eval-mode output depends on every layer.
+        det.train()
+        with torch.no_grad():
+            for _ in range(3):
+                det(torch.from_numpy(np.stack([speech(4.0, i) for i in range(2)])))
+        det.eval()
+        folder = tmp_path_factory.mktemp(f"ckpt-{arch}")
+        save_checkpoint(det, folder, architecture=arch, training_data={"note": "random init for tests"})
+        out[arch] = folder
+    return out

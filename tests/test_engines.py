@@ -1,0 +1,131 @@
+"""Checkpoint verification and engine parity (random weights: mechanics only)."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engines
+from engines.checkpoint import read_config
+from engines.errors import CheckpointError, EngineError
+from tests.conftest import REPO, speech
+
+
+def _windows(b: int) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    rows = [speech(4.0, i % 3) for i in range(b - 1)] + [rng.standard_normal(64000).astype(np.float32) * 0.05]
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("arch", ["specrnet", "resmax"])
+def test_torch_and_onnx_engines_agree(checkpoints: dict[str, Path], arch: str) -> None:
+    x = _windows(9)
+    t = engines.load(checkpoints[arch], engine="torch")
+    o = engines.load(checkpoints[arch], engine="onnx", max_batch=4)  # also exercises batch splitting
+    lt, lo = t.logits(x), o.logits(x)
+    np.testing.assert_allclose(lo, lt, atol=1e-4, rtol=1e-4)
+    p = o.score(x)
+    assert p.dtype == np.float32 and p.shape == (9,) and ((p >= 0) & (p <= 1)).all()
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-lo)), atol=1e-6)
+    assert t.model_id == o.model_id == read_config(checkpoints[arch]).model_id
+
+
+def test_onnx_path_imports_no_torch(checkpoints: dict[str, Path]) -> None:
+    code = (
+        "import sys, numpy as np, engines\n"
+        f"e = engines.load({str(checkpoints['specrnet'])!r}, engine='onnx')\n"
+        "print(e.score(np.zeros((2, 64000), np.float32)))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_auto_engine_picks_onnx_on_cpu(checkpoints: dict[str, Path]) -> None:
+    e = engines.load(checkpoints["specrnet"], engine="auto")
+    assert e.name in ("onnx", "torch", "cuda")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert e.name == "onnx"
+
+
+def test_engine_rejects_bad_windows(checkpoints: dict[str, Path]) -> None:
+    e = engines.load(checkpoints["specrnet"], engine="onnx")
+    with pytest.raises(EngineError, match=r"shape \[B, 64000\]"):
+        e.score(np.zeros((2, 1000), np.float32))
+    bad = np.zeros((2, 64000), np.float32)
+    bad[1, 5] = np.nan
+    with pytest.raises(EngineError, match="window 1 contains NaN"):
+        e.score(bad)
+    assert e.score(np.zeros((0, 64000), np.float32)).shape == (0,)
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_tampered_weights_are_refused(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ck = _copy(checkpoints["specrnet"], tmp_path)
+    data = bytearray((ck / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (ck / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="weights_sha256.*does not match"):
+        engines.load(ck, engine="torch")
+
+
+def test_tampered_onnx_is_refused(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ck = _copy(checkpoints["specrnet"], tmp_path)
+    shutil.copy(checkpoints["resmax"] / "model.onnx", ck / "model.onnx")
+    with pytest.raises(CheckpointError, match="onnx_sha256"):
+        engines.load(ck, engine="onnx")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("format", "other/2", "field 'format'"),
+    ("sample_rate", 8000, "field 'sample_rate'"),
+    ("threshold", 1.5, "field 'threshold'"),
+    ("threshold", "high", "field 'threshold'.*type str"),
+    ("frontend", {"kind": "mfcc"}, "field 'frontend'"),
+    ("architecture", "wavlm", "field 'architecture'"),
+    ("weights_sha256", None, "field 'weights_sha256'"),
+])
+def test_config_fields_are_validated(checkpoints: dict[str, Path], tmp_path: Path, field: str, value, match: str) -> None:
+    ck = _copy(checkpoints["specrnet"], tmp_path)
+    cfg = json.loads((ck / "model.json").read_text())
+    if value is None:
+        del cfg[field]
+    else:
+        cfg[field] = value
+    (ck / "model.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=match):
+        engines.load(ck, engine="torch")
+
+
+def test_mismatched_architecture_is_refused(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    ck = _copy(checkpoints["specrnet"], tmp_path)
+    cfg = json.loads((ck / "model.json").read_text())
+    cfg["arch_params"] = {"gru_hidden": 32}
+    (ck / "model.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="arch_params.*shape"):
+        engines.load(ck, engine="torch")
+
+
+def test_unknown_model_and_engine_names(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="neither a shipped model"):
+        engines.load(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="model.json"):
+        engines.load(tmp_path)
+    with pytest.raises(EngineError, match="accepted"):
+        engines.load("specrnet", engine="tpu")
+
+
+def test_no_pickle_in_checkpoint(checkpoints: dict[str, Path]) -> None:
+    names = sorted(p.name for p in checkpoints["resmax"].iterdir())
+    assert names == ["model.json", "model.onnx", "model.safetensors"]
+    size = sum(p.stat().st_size for p in checkpoints["resmax"].iterdir())
+    assert size < 5_000_000

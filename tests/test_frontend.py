@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from engines.frontend import RESMAX_FRONTEND, SPECRNET_FRONTEND, FrontEnd, fourier_basis
+from engines.frontend_config import FrontEndConfig
+from engines.mel import mel_filterbank
+from tests.conftest import speech
+
+
+def _signals() -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(0)
+    return {
+        "speech": torch.from_numpy(np.stack([speech(4.0, 0), speech(4.0, 1)])),
+        "noise": torch.from_numpy(rng.standard_normal((2, 64000)).astype(np.float32) * 0.1),
+    }
+
+
+@pytest.mark.parametrize("cfg", [SPECRNET_FRONTEND, RESMAX_FRONTEND], ids=["specrnet", "resmax"])
+@pytest.mark.parametrize("signal", ["speech", "noise"])
+def test_conv_stft_matches_torch_stft(cfg: FrontEndConfig, signal: str) -> None:
+    x = _signals()[signal]
+    fe = FrontEnd(cfg)
+    real, imag = fe.stft(x)
+    ref = torch.stft(x, cfg.n_fft, cfg.hop_length, cfg.win_length, torch.hann_window(cfg.win_length),
+                     center=True, pad_mode="constant", return_complex=True)
+    assert real.shape == ref.shape == (2, cfg.n_bins, cfg.n_frames(64000))
+    ours = torch.complex(real, imag)
+    # 1e-4 relative to the spectrum's peak; bins far below the peak carry float32 rounding only.
+    err = (ours - ref).abs().max() / ref.abs().max()
+    assert err < 1e-4, float(err)
+    power_err = ((ours.abs() ** 2 - ref.abs() ** 2).abs().max() / (ref.abs() ** 2).max())
+    assert power_err < 1e-4
+
+
+def test_frame_counts_match_issue() -> None:
+    assert SPECRNET_FRONTEND.n_frames(64000) == 401 and SPECRNET_FRONTEND.n_features == 80
+    assert RESMAX_FRONTEND.n_frames(64000) == 251 and RESMAX_FRONTEND.n_features == 513
+
+
+def test_graph_built_basis_equals_numpy_basis() -> None:
+    from engines.frontend import fourier_basis_graph
+
+    for n_fft, win in ((512, 400), (1024, 1024)):
+        ref = torch.from_numpy(fourier_basis(n_fft, win))
+        built = fourier_basis_graph(n_fft, win, torch.zeros(1))
+        assert (built - ref).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("n_fft,n_mels,fmax", [(512, 80, None), (1024, 128, 7600.0), (400, 40, 4000.0)])
+def test_mel_filterbank_matches_librosa_slaney(n_fft: int, n_mels: int, fmax: float | None) -> None:
+    librosa = pytest.importorskip("librosa")
+    ours = mel_filterbank(16000, n_fft, n_mels, 0.0, fmax)
+    ref = librosa.filters.mel(sr=16000, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=fmax, htk=False, norm="slaney")
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+
+
+def test_logmel_output_is_finite_on_silence_and_changes_with_input() -> None:
+    fe = FrontEnd(SPECRNET_FRONTEND)
+    silent = fe(torch.zeros(1, 64000))
+    assert torch.isfinite(silent).all()
+    assert torch.allclose(silent, torch.full_like(silent, float(np.log(1e-6))))
+    voiced = fe(torch.from_numpy(speech(4.0)[None]))
+    assert voiced.shape == (1, 1, 80, 401) and voiced.std() > 1.0
+
+
+def test_bad_frontend_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        FrontEndConfig(kind="mfcc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="win_length"):
+        FrontEndConfig(n_fft=256, win_length=400)
+    with pytest.raises(ValueError, match="not known"):
+        FrontEndConfig.from_dict({"kind": "logmel", "nfft": 512})
