@@ -72,3 +72,12 @@ def test_bad_frontend_config_is_refused() -> None:
         FrontEndConfig(n_fft=256, win_length=400)
     with pytest.raises(ValueError, match="not known"):
         FrontEndConfig.from_dict({"kind": "logmel", "nfft": 512})
+
+
+def test_uncentred_stft_matches_torch_stft() -> None:
+    cfg = FrontEndConfig(kind="logpower", n_fft=512, win_length=400, hop_length=160, center=False)
+    x = _signals()["speech"]
+    real, imag = FrontEnd(cfg).stft(x)
+    ref = torch.stft(x, 512, 160, 400, torch.hann_window(400), center=False, return_complex=True)
+    assert real.shape == ref.shape and cfg.n_frames(64000) == ref.shape[-1]
+    assert ((torch.complex(real, imag) - ref).abs().max() / ref.abs().max()) < 1e-4

@@ -1,0 +1,141 @@
+"""CPU engine benchmark: per-window latency at batch 1 and throughput at several batch sizes.
+
+    python tools/bench.py                      # both models, onnx + torch, 1 and 2 threads
+    python tools/bench.py --models specrnet --engines onnx --threads 1 --out benchmarks/x.json
+
+Timing is wall clock around ``engine.score`` (validation, inference and sigmoid included) on real
+speech windows. Uses the shipped weights when present, else randomly initialised checkpoints
+(weights do not change the arithmetic, so timings hold; the scores mean nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import engines  # noqa: E402
+
+
+@dataclass
+class Result:
+    model: str
+    engine: str
+    threads: int
+    batch: int
+    p50_ms: float  # per call
+    p99_ms: float
+    per_window_ms: float  # p50 per call / batch
+    windows_per_s: float
+
+
+def _checkpoint(arch: str, scratch: Path) -> Path:
+    try:
+        return engines.resolve_model(arch)
+    except engines.EngineError:
+        import torch
+
+        from engines.checkpoint import save_checkpoint
+        from engines.models import build_detector
+
+        torch.manual_seed(0)
+        folder = scratch / arch
+        save_checkpoint(build_detector(arch).eval(), folder, architecture=arch,
+                        training_data={"note": "random init for benchmarking"})
+        return folder
+
+
+def _windows(batch: int) -> np.ndarray:
+    data = REPO.parent / "shared" / "data" / "bonafide" / "ljspeech"
+    files = sorted(data.glob("*.flac"))[:4]
+    if files:
+        import soundfile as sf
+
+        clips = [np.resize(sf.read(f, dtype="float32")[0], 64000) for f in files]
+    else:
+        clips = [np.random.default_rng(0).standard_normal(64000).astype(np.float32) * 0.1]
+    return np.stack([clips[i % len(clips)] for i in range(batch)]).astype(np.float32)
+
+
+def measure(engine: engines.Engine, batch: int, seconds: float, min_iters: int) -> tuple[float, float]:
+    x = _windows(batch)
+    for _ in range(3):
+        engine.score(x)
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_iters or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        engine.score(x)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["specrnet", "resmax"])
+    ap.add_argument("--engines", nargs="+", default=["onnx", "torch"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--seconds", type=float, default=3.0, help="time spent per configuration")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / f"cpu-{platform.node() or 'host'}.json")
+    args = ap.parse_args(argv)
+
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for arch in args.models:
+            ckpt = _checkpoint(arch, Path(scratch))
+            for name in args.engines:
+                for threads in args.threads:
+                    eng = engines.load(ckpt, engine=name, threads=threads, max_batch=max(args.batches))
+                    for b in args.batches:
+                        p50, p99 = measure(eng, b, args.seconds, min_iters=20)
+                        r = Result(arch, name, threads, b, round(p50, 3), round(p99, 3), round(p50 / b, 3),
+                                   round(1000.0 * b / p50, 1))
+                        results.append(r)
+                        print(f"{arch:9s} {name:6s} threads={threads} batch={b:3d}  p50 {p50:8.2f} ms  "
+                              f"p99 {p99:8.2f} ms  {r.per_window_ms:7.2f} ms/window  {r.windows_per_s:8.1f} windows/s",
+                              flush=True)
+                    eng.close()
+
+    print("\n| model | engine | threads | batch | p50 ms/call | p99 ms/call | ms/window | windows/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r.model} | {r.engine} | {r.threads} | {r.batch} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+              f"{r.per_window_ms:.2f} | {r.windows_per_s:.1f} |")
+    ratios = {}
+    for arch in args.models:
+        for t in args.threads:
+            o = [r for r in results if (r.model, r.engine, r.threads, r.batch) == (arch, "onnx", t, 1)]
+            e = [r for r in results if (r.model, r.engine, r.threads, r.batch) == (arch, "torch", t, 1)]
+            if o and e:
+                ratios[f"{arch}/threads={t}"] = round(e[0].p50_ms / o[0].p50_ms, 2)
+                print(f"{arch} batch 1, {t} thread(s): onnx is {ratios[f'{arch}/threads={t}']:.2f}x faster than torch eager")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "onnx_vs_torch_batch1": ratios}
+    try:
+        import onnxruntime
+        meta["onnxruntime"] = onnxruntime.__version__
+        import torch
+        meta["torch"] = torch.__version__
+    except ImportError:
+        pass
+    args.out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
