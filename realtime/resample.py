@@ -14,7 +14,7 @@ import soxr
 from .errors import AudioFormatError
 
 __all__ = ["StreamResampler", "downmix", "check_rate", "check_channels",
-           "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "QUALITIES"]
+           "check_frames", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "QUALITIES"]
 
 MIN_RATE = 4000
 MAX_RATE = 384000
@@ -45,7 +45,7 @@ def check_channels(channels: object) -> int:
     return c
 
 
-def _check_frames(x: object, channels: int | None) -> np.ndarray:
+def check_frames(x: object, channels: int | None) -> np.ndarray:
     """Validate a float32 chunk of shape (n, channels); (n,) is taken as mono."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"audio chunk must be a numpy.ndarray of float32, got {type(x).__name__}")
@@ -66,7 +66,7 @@ def downmix(x: np.ndarray) -> np.ndarray:
 
     A 1-channel (or 1-D) chunk is returned as a view, without copying.
     """
-    x = _check_frames(x, None)
+    x = check_frames(x, None)
     ch = x.shape[1]
     if ch == 1:
         return x[:, 0]
@@ -108,7 +108,7 @@ class StreamResampler:
         """Downmix then resample one chunk of float32 ``(n, channels)`` frames."""
         if self._finished:
             raise RuntimeError("StreamResampler.process() after flush(); call reset() for a new stream")
-        mono = downmix(_check_frames(chunk, self.channels))
+        mono = downmix(check_frames(chunk, self.channels))
         if self._stream is None:
             return mono
         return self._stream.resample_chunk(np.ascontiguousarray(mono))
