@@ -5,6 +5,7 @@ Downmix happens before resampling: one channel to resample instead of ``channels
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -70,9 +71,16 @@ def downmix(x: np.ndarray) -> np.ndarray:
     ch = x.shape[1]
     if ch == 1:
         return x[:, 0]
-    out = np.add.reduce(x, axis=1, dtype=np.float32)
-    out *= np.float32(1.0 / ch)
-    return out
+    # A matrix-vector product with equal weights: ~20x faster than x.mean(axis=1),
+    # whose reduction along the short axis is slow.
+    return x @ _mean_weights(ch)
+
+
+@functools.lru_cache(maxsize=MAX_CHANNELS)
+def _mean_weights(channels: int) -> np.ndarray:
+    w = np.full(channels, 1.0 / channels, dtype=np.float32)
+    w.flags.writeable = False
+    return w
 
 
 class StreamResampler:

@@ -153,3 +153,11 @@ def test_chunk_validation(chunk, msg):
 def test_quality_validation():
     with pytest.raises(ValueError, match="quality 'best' not accepted; accepted: QQ, LQ, MQ, HQ, VHQ"):
         StreamResampler(48000, quality="best")
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6, 32])
+def test_downmix_equals_mean_for_any_channel_count(speech, channels):
+    x = np.stack([np.roll(speech, 37 * c) * (c + 1) / channels for c in range(channels)], axis=1)
+    got = downmix(x)
+    assert got.dtype == np.float32 and got.shape == (len(speech),)
+    np.testing.assert_allclose(got, x.astype(np.float64).mean(axis=1), atol=2e-7)
