@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime.aggregate import METHODS, RunningAggregate, aggregate, logit, sigmoid
@@ -29,12 +29,14 @@ def test_mean_logit_is_not_dominated_by_one_confident_window():
     assert aggregate(p) < 0.5 < aggregate(p, "max")
 
 
+@settings(deadline=None)
 @given(probs, st.sampled_from(METHODS))
 def test_logit_input_matches_probability_input(p, method):
     p = np.clip(np.array(p), 1e-6, 1 - 1e-6)
     assert aggregate(logit(p), method, logits=True) == pytest.approx(aggregate(p, method), abs=1e-9)
 
 
+@settings(deadline=None)
 @given(probs, st.sampled_from(METHODS))
 def test_result_is_a_probability_within_the_window_range(p, method):
     r = aggregate(p, method)
@@ -42,6 +44,7 @@ def test_result_is_a_probability_within_the_window_range(p, method):
     assert min(p) - 1e-6 <= r <= max(p) + 1e-6
 
 
+@settings(deadline=None)
 @given(probs, st.sampled_from(["mean_logit", "mean_prob", "max"]), st.booleans())
 def test_running_aggregate_agrees(p, method, as_logits):
     values = logit(np.array(p)) if as_logits else np.array(p)

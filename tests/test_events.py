@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime.errors import EventSchemaError
@@ -140,6 +140,7 @@ def test_for_window_measures_latency_and_carries_tiled():
 finite = st.floats(0, 1e5, allow_nan=False)
 
 
+@settings(deadline=None)
 @given(stream=st.text(min_size=1, max_size=20), seq=st.integers(0, 10**9), start=finite, dur=finite,
        p=st.none() | st.floats(0, 1), alert=st.booleans(), lat=finite, tiled=st.booleans(),
        shed=st.integers(0, 1000))
