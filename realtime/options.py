@@ -1,0 +1,46 @@
+"""Options shared by every input mode (file, mic, WebSocket, stdin), filled by the CLI."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class DetectorOptions:
+    # Model and engine
+    model: str = "specrnet"  # shipped name or checkpoint folder
+    engine: str = "auto"  # auto | onnx | torch | cuda | tensorrt
+    threads: int = 1  # inference threads (ONNX Runtime intra-op / torch)
+    max_batch: int = 64  # micro-batcher: most windows per engine call
+    max_wait_ms: float = 5.0  # micro-batcher: longest a window waits for company
+    # Windowing and verdicts
+    hop_s: float = 0.5
+    threshold: float | None = None  # None: the checkpoint's threshold
+    aggregate: str = "mean_logit"  # window -> file summary
+    # Output
+    json: bool = False  # JSON lines on stdout
+    quiet: bool = False  # no console view
+    color: bool | None = None  # None: auto (TTY, NO_COLOR)
+    # File input
+    offline: bool = False  # as fast as possible, per-file summaries
+    speed: float = 1.0  # replay speed for paced files
+    chunk_s: float = 0.1  # paced files and stdin: chunk size
+    plot: Path | None = None
+    # stdin input
+    stdin_format: str = "s16le"
+    stdin_rate: int = 16000
+    stdin_channels: int = 1
+    # Microphone
+    device: str | None = None
+    retry: bool = False
+    # WebSocket server
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)
+    max_connections: int = 64
+    idle_timeout_s: float = 30.0
+    insecure: bool = False
+    # Alerts and review
+    save_alerts: Path | None = None
+    dashboard: bool = False
