@@ -1,0 +1,177 @@
+"""realtime-detect: score speech for synthetic (deepfake) voices, live or from files.
+
+Examples:
+  realtime-detect --input demo                       bundled clip, streamed in real time
+  realtime-detect --input call.wav --model specrnet  one event per 0.5 s hop, as it plays
+  realtime-detect --input a.wav b.mp3 dir/ --offline --json
+                                                     as fast as possible, a summary per file
+  realtime-detect --input mic                        the default microphone
+  realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
+  ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
+  realtime-detect --list-engines                     what can run on this machine, and why not
+
+Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
+Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from realtime.options import DetectorOptions
+
+DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Output:
+    """Routes events to JSON lines (stdout) and/or the console view; errors always reach stderr."""
+
+    def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool) -> None:
+        from realtime.console import ConsoleView
+
+        self.json, self.quiet, self.stdout, self.stderr = options.json, options.quiet, stdout, stderr
+        self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
+        self.errors = 0
+
+    def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
+        from realtime.console import format_error
+
+        if ev.type == "error":
+            self.errors += 1
+            print(format_error(ev, color=False), file=self.stderr, flush=True)
+        if self.json:
+            print(ev.to_json(), file=self.stdout, flush=True)
+        elif not self.quiet and ev.type != "error":
+            self.view.show(ev)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engines import ENGINE_CHOICES
+
+    ap = argparse.ArgumentParser(prog="realtime-detect", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_argument_group("input")
+    src.add_argument("--input", "-i", nargs="+", metavar="SRC",
+                     help="audio files or folders, 'demo' (bundled clip), 'mic', 'ws' (server) or '-' (raw PCM on stdin)")
+    src.add_argument("--offline", action="store_true",
+                     help="files: score as fast as possible and print one summary per file (default: replay in real time)")
+    src.add_argument("--windows", action="store_true", help="with --offline: also emit every window's score event")
+    src.add_argument("--speed", type=float, default=1.0, help="replay speed for files without --offline (default 1.0)")
+    src.add_argument("--format", dest="stdin_format", choices=("s16le", "f32le"), default="s16le",
+                     help="stdin sample format (default s16le)")
+    src.add_argument("--rate", dest="stdin_rate", type=int, default=16000, help="stdin sample rate in Hz (default 16000)")
+    src.add_argument("--channels", dest="stdin_channels", type=int, default=1, help="stdin channels, interleaved (default 1)")
+    mdl = ap.add_argument_group("model")
+    mdl.add_argument("--model", "-m", default="specrnet",
+                     help="'specrnet' or 'resmax' (shipped weights) or a checkpoint folder (default specrnet)")
+    mdl.add_argument("--engine", "-e", default="auto", choices=ENGINE_CHOICES,
+                     help="inference backend; auto: TensorRT, then CUDA, then ONNX Runtime on the CPU")
+    mdl.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    mdl.add_argument("--max-batch", type=int, default=64, help="most windows per engine call (default 64)")
+    mdl.add_argument("--hop", dest="hop_s", type=float, default=0.5, help="seconds between window starts (default 0.5)")
+    mdl.add_argument("--threshold", type=float, default=None,
+                     help="spoof probability above which a window is labelled spoof (default: the model's)")
+    mdl.add_argument("--aggregate", default="mean_logit", choices=("mean_logit", "mean_prob", "max"),
+                     help="file verdict from its windows (default mean_logit: mean of logits, then sigmoid)")
+    out = ap.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
+    out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
+    out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
+    info = ap.add_argument_group("information")
+    info.add_argument("--list-engines", action="store_true", help="show which engines can run here and why not")
+    return ap
+
+
+def options_from_args(args: argparse.Namespace) -> DetectorOptions:
+    opts = DetectorOptions()
+    for name in vars(opts):
+        if hasattr(args, name):
+            setattr(opts, name, getattr(args, name))
+    return opts
+
+
+def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be at least 1")
+    if args.max_batch < 1:
+        ap.error(f"--max-batch {args.max_batch}: must be at least 1")
+    if not 0.01 <= args.hop_s <= 30:
+        ap.error(f"--hop {args.hop_s}: must be between 0.01 and 30 seconds")
+    if not 0.01 <= args.speed <= 1000:
+        ap.error(f"--speed {args.speed}: must be between 0.01 and 1000")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        ap.error(f"--threshold {args.threshold}: must be a probability between 0 and 1")
+
+
+def list_engines(stdout: TextIO) -> int:
+    from engines import available_engines
+
+    for s in available_engines():
+        print(f"{'yes' if s.available else 'no ':3s}  {s.name:9s} {s.reason}", file=stdout)
+    return EXIT_OK
+
+
+async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool) -> int:
+    import engines
+    from realtime.filerun import FileScorer
+
+    engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
+    scorer = FileScorer(engine, options, output)
+    failed = 0
+    try:
+        for path in paths:
+            result = await scorer.score_file(path, realtime=not options.offline, emit_windows=emit_windows)
+            failed += result.type == "error"
+    finally:
+        scorer.close()
+        engine.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.list_engines:
+        return list_engines(stdout)
+    if not args.input:
+        ap.error("--input is required (try --input demo)")
+    _validate(args, ap)
+    options = options_from_args(args)
+
+    from engines import CheckpointError, EngineError, MissingExtraError
+    from realtime.errors import RealtimeError
+
+    special = {"mic", "ws", "-"}
+    if any(x in special for x in args.input) and len(args.input) > 1:
+        ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
+    kind = args.input[0] if args.input[0] in special else "files"
+    try:
+        if kind == "files":
+            from realtime.filerun import expand_inputs
+
+            paths = [DEMO_CLIP if x == "demo" else Path(x) for x in args.input]
+            files = expand_inputs(paths)
+            if not files:
+                print(f"realtime-detect: no audio files found in {' '.join(args.input)}", file=stderr)
+                return EXIT_FAILED
+            output = Output(options, stdout, stderr, show_stream=len(files) > 1)
+            emit_windows = not options.offline or args.windows
+            return asyncio.run(_run_files(files, options, output, emit_windows))
+        ap.error(f"--input {kind}: not available in this build")
+    except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
+        print(f"realtime-detect: {e}", file=stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
