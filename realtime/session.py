@@ -107,6 +107,7 @@ class StreamSession:
         self.counters = SessionCounters()
         self._clips = clips
         self._shed_unreported = 0
+        self._tiled = False  # a clip shorter than one window, scored tiled
         self._aborted = False
         self._handle = batcher.open_stream(stream, self._on_result, policy=policy)
 
@@ -171,7 +172,7 @@ class StreamSession:
         w = self.windower
         return SummaryEvent(stream=self.stream, windows=self.counters.windows, spoof_probability=p,
                             label=label, shed=self.counters.shed, model=self.model,
-                            duration_s=w.frames_in / w.sample_rate)
+                            duration_s=w.frames_in / w.sample_rate, tiled=self._tiled)
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -202,6 +203,7 @@ class StreamSession:
             p, label, alert = None, "no_speech", self.alert_policy.alert
         ev = ScoreEvent.for_window(r.window, p, label, alert, self.model, r.done_at,
                                    shed=self._shed_unreported)
+        self._tiled |= r.window.tiled
         self._shed_unreported = 0
         c.windows += 1
         if alert and p is not None:

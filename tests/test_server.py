@@ -301,3 +301,76 @@ def test_parse_start_defaults() -> None:
     assert (s.sample_rate, s.channels, s.format, s.stream, s.token) == (8000, 1, "s16le", None, None)
     with pytest.raises(ProtocolError, match="sample_rate missing"):
         parse_start('{"type":"start","format":"s16le"}')
+
+
+def test_sigterm_drains_streams_and_closes_1001(checkpoints) -> None:
+    """Server in a subprocess (the CLI): SIGTERM -> each open stream gets its last windows,
+    its summary and close 1001; every event also went to stdout as JSON lines; exit 0."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--json",
+         "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            m = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/v1/stream", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "server did not start"
+        audio = s16(speech(5.2, 0))
+
+        async def one(name: str) -> tuple[list, int | None]:
+            events = []
+            async with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+                await ws.send(json.dumps({"type": "start", "sample_rate": 16000, "format": "s16le", "stream": name}))
+                events.append(parse_event(await ws.recv()))
+                for i in range(0, len(audio), 3200):
+                    await ws.send(audio[i:i + 3200])
+                while len(events) < 2:  # the first window was scored: the stream is live
+                    events.append(parse_event(await ws.recv()))
+                if name == "b":
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    async for msg in ws:  # no "end" from us: the server ends the stream
+                        events.append(parse_event(msg))
+                except ConnectionClosed:
+                    pass
+            return events, ws.close_code
+
+        async def main() -> list:
+            a = asyncio.create_task(one("a"))
+            await asyncio.sleep(0.3)
+            return await asyncio.gather(a, one("b"))
+
+        results = asyncio.run(main())
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for events, close in results:
+        assert close == 1001
+        assert [e.type for e in events] == ["ready"] + ["score"] * 4 + ["summary"]
+        assert [e.end_s for e in events[1:5]] == [4.0, 4.5, 5.0, 5.2]  # the tail window ends at the last sample
+        assert events[-1].windows == 4 and events[-1].duration_s == 5.2
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert sorted(e["stream"] for e in lines if e["type"] == "summary") == ["a", "b"]
+    assert sum(e["type"] == "score" for e in lines) == 8
+
+
+def test_cli_refuses_a_public_address_without_token(capsys, monkeypatch) -> None:
+    from realtime.cli import main
+
+    monkeypatch.delenv("REALTIME_DETECT_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["--input", "ws", "--host", "0.0.0.0"])
+    assert exc.value.code == 2
+    assert "without --token" in capsys.readouterr().err

@@ -133,3 +133,42 @@ def test_stdin_source_through_a_session_gives_events() -> None:
     assert [e.end_s for e in events if isinstance(e, ScoreEvent)] == [4.0, 4.5, 5.0]
     assert isinstance(events[-1], SummaryEvent) and events[-1].stream == "stdin"
     assert events[-1].duration_s == 5.0
+
+
+def test_cli_reads_s16le_8k_from_a_pipe(checkpoints) -> None:
+    """`realtime-detect --input - --format s16le --rate 8000` in a subprocess, fed through a pipe."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    data = s16(speech_8k(6.0))
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime.cli", "--input", "-", "--format", "s16le", "--rate", "8000", "--json",
+         "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
+        cwd=REPO, input=data, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    scores = [e for e in events if e["type"] == "score"]
+    assert [(e["seq"], e["start_s"], e["end_s"]) for e in scores] == [
+        (k, 0.5 * k, 4.0 + 0.5 * k) for k in range(5)]
+    assert all(e["stream"] == "stdin" and e["label"] in ("spoof", "bonafide") for e in scores)
+    assert events[-1]["type"] == "summary" and events[-1]["windows"] == 5 and events[-1]["duration_s"] == 6.0
+
+
+def test_cli_stdin_errors_are_one_line(checkpoints) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    base = [sys.executable, "-m", "realtime.cli", "--input", "-", "--model", str(checkpoints["specrnet"]),
+            "--engine", "onnx"]
+    empty = subprocess.run(base, cwd=REPO, input=b"", capture_output=True, timeout=120)
+    assert empty.returncode == 1
+    assert empty.stderr.decode().strip().splitlines() == [
+        "realtime-detect: stream 'stdin' ended without any audio (0 samples); nothing to score"]
+    bad_rate = subprocess.run(base + ["--rate", "100"], cwd=REPO, input=b"", capture_output=True, timeout=120)
+    assert bad_rate.returncode == 1 and b"100 Hz not accepted; accepted: 4000..384000" in bad_rate.stderr
+    assert b"Traceback" not in bad_rate.stderr
