@@ -16,8 +16,11 @@ window when the worker is idle, hoping for company.
 Overload is explicit, never unbounded delay. The queue holds at most ``max_queue`` windows
 in all and ``max_pending`` per stream; a window over either bound makes the batcher drop
 (shed) the oldest queued window of its stream (or, when the whole queue is full, of the
-stream with the most queued windows). A shed window still comes back through the queue, in
-order, as a result with ``status="shed"``, so a consumer sees every seq exactly once.
+stream with the most queued windows). A live window that has already waited ``max_delay_ms``
+since its arrival when the worker reaches it is shed too: its score would come too late to
+matter, and scoring it would make the next ones later still. A shed window still comes back
+through the queue, in order, as a result with ``status="shed"``, so a consumer sees every
+seq exactly once. Streams opened with ``policy="block"`` (files, pipes) are never shed.
 
 Delivery: the worker hands each finished batch to every event loop concerned with one
 ``loop.call_soon_threadsafe``; results of one stream arrive in the order submitted. An
@@ -82,14 +85,16 @@ class BatcherOptions:
     max_wait_ms: float = 5.0
     max_queue: int = 256
     max_pending: int = 8
+    max_delay_ms: float = 1000.0  # live windows older than this when their turn comes are shed
 
     def __post_init__(self) -> None:
         _positive_int("max_batch", self.max_batch)
         _positive_int("max_queue", self.max_queue)
         _positive_int("max_pending", self.max_pending)
-        w = self.max_wait_ms
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= 1000:
-            raise ValueError(f"max_wait_ms must be a number of milliseconds in 0..1000, got {w!r}")
+        for name, hi in (("max_wait_ms", 1000.0), ("max_delay_ms", 600_000.0)):
+            w = getattr(self, name)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= hi:
+                raise ValueError(f"{name} must be a number of milliseconds in 0..{hi:g}, got {w!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +350,7 @@ class MicroBatcher:
                 self._cond.wait(remaining)
             batch: list[_Item] = []
             n_score = 0
+            too_old = self._clock() - opts.max_delay_ms / 1000.0
             while self._queue and n_score < opts.max_batch:
                 item = self._queue.popleft()
                 batch.append(item)
@@ -352,6 +358,10 @@ class MicroBatcher:
                     continue
                 item.stream._queued.popleft()  # always its stream's oldest: both queues are FIFO
                 self._size -= 1
+                if item.score and item.stream.policy == "shed" and item.window.arrival < too_old:
+                    item.dropped = True
+                    item.window = replace(item.window, samples=_NO_SAMPLES)
+                    continue
                 n_score += item.score
             return batch
 

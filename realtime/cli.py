@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
     live.add_argument("--max-pending", type=int, default=8,
                       help="windows queued per stream before its oldest is shed under overload (default 8)")
+    live.add_argument("--max-delay-ms", type=float, default=1000.0,
+                      help="shed live windows that waited longer than this for the engine (default 1000)")
     live.add_argument("--max-queue", type=int, default=256,
                       help="windows queued in all before shedding (default 256, 256 KB each)")
     alr = ap.add_argument_group("alerts (live streams)")
@@ -167,6 +169,8 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--idle-timeout {args.idle_timeout_s}: must be between 0 and 86400 seconds")
     if not 0 <= args.max_wait_ms <= 1000:
         ap.error(f"--max-wait-ms {args.max_wait_ms}: must be between 0 and 1000")
+    if not 0 <= args.max_delay_ms <= 600_000:
+        ap.error(f"--max-delay-ms {args.max_delay_ms}: must be between 0 and 600000")
     if args.input and args.input[0] == "ws" and args.token is None and not args.insecure \
             and not _is_loopback(args.host):
         ap.error(f"--host {args.host}: serving beyond this machine without --token; "

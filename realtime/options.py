@@ -17,6 +17,7 @@ class DetectorOptions:
     max_wait_ms: float = 5.0  # micro-batcher: longest a window waits for company
     max_queue: int = 256  # micro-batcher: windows queued in all (256 KB each) before shedding
     max_pending: int = 8  # micro-batcher: windows queued per stream before shedding its oldest
+    max_delay_ms: float = 1000.0  # micro-batcher: live windows waiting longer than this are shed
     # Windowing and verdicts
     hop_s: float = 0.5
     threshold: float | None = None  # None: the checkpoint's threshold

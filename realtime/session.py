@@ -229,7 +229,8 @@ class LiveDetector:
         RunningAggregate(o.aggregate)  # type: ignore[arg-type]  # refuse "median" before any stream
         self.sinks: list[Sink] = list(sinks)
         self.batcher = MicroBatcher(engine, BatcherOptions(max_batch=o.max_batch, max_wait_ms=o.max_wait_ms,
-                                                           max_queue=o.max_queue, max_pending=o.max_pending))
+                                                           max_queue=o.max_queue, max_pending=o.max_pending,
+                                                           max_delay_ms=o.max_delay_ms))
         self.clips = AlertClipWriter(o.save_alerts) if o.save_alerts is not None else None
 
     def start(self) -> LiveDetector:

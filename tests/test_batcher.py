@@ -277,3 +277,22 @@ def test_real_engine_batched_scores_match_single_window_scores(checkpoints) -> N
 
     results = asyncio.run(main())
     np.testing.assert_allclose([r.probability for r in results], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_live_windows_too_old_for_their_turn_are_shed_files_are_not() -> None:
+    async def main() -> None:
+        b = MicroBatcher(FakeEngine(), BatcherOptions(max_wait_ms=0, max_delay_ms=500)).start()
+        live, file = Collector(), Collector()
+        sl = b.open_stream("live", live)
+        sf = b.open_stream("file", file, policy="block")
+        old = time.monotonic() - 2.0
+        for st, name in ((sl, "live"), (sf, "file")):
+            st.submit(Window(name, 0, 0.0, 4.0, np.zeros(N, np.float32), old))
+            st.submit(win(name, 1))
+        await sl.drain()
+        await sf.drain()
+        assert live.statuses() == ["shed", "scored"] and sl.shed == 1
+        assert file.statuses() == ["scored", "scored"]
+        await b.aclose()
+
+    asyncio.run(main())

@@ -14,6 +14,7 @@ dropped and counted in ``dropped_bytes``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import sys
@@ -79,8 +80,8 @@ class StdinSource:
                     return
         except OSError as e:
             asyncio.run_coroutine_threadsafe(q.put(AudioInputError("<stdin>", f"read failed: {e}")), loop)
-        except RuntimeError:  # the loop closed while we waited: nobody is listening any more
-            return
+        except (RuntimeError, concurrent.futures.CancelledError):
+            return  # the consumer stopped (error, or the loop closed): nobody is listening any more
 
     async def _chunks(self) -> AsyncIterator[tuple[np.ndarray, int]]:
         f = self._file if self._file is not None else sys.stdin.buffer
