@@ -20,7 +20,6 @@ threshold, so that it always agrees with the ``spoof_probability`` in the same e
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue

@@ -59,7 +59,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .errors import AudioFormatError, EmptyStreamError
-from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent
+from .events import ErrorEvent, Event, ScoreEvent
 from .options import DetectorOptions
 from .pcm import PCM_FORMATS, PcmDecoder
 from .session import LiveDetector, StreamSession
