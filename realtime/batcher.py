@@ -8,8 +8,11 @@
     await batcher.aclose()                                # drains what is queued
 
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
-loop keeps receiving audio while a batch runs; the engine's own intra-op threads
-(``threads=``) are the parallelism. Batches form by themselves under load (whatever queued
+loop keeps receiving audio while a batch runs. Parallelism comes from the engine's own
+intra-op threads (``threads=``) or, with ``parallel=N``, from the worker splitting each batch
+into N parts scored concurrently (it runs one part itself, a pool of N-1 threads the rest):
+for SpecRNet on ONNX Runtime, two single-threaded runs of half a batch gave 1.6x the
+throughput of one run with two intra-op threads (whose small convolutions hardly split). Batches form by themselves under load (whatever queued
 while the previous batch ran goes into the next one); ``max_wait_ms`` only delays a lone
 window when the worker is idle, hoping for company.
 
@@ -36,6 +39,7 @@ import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -86,9 +90,11 @@ class BatcherOptions:
     max_queue: int = 256
     max_pending: int = 8
     max_delay_ms: float = 1000.0  # live windows older than this when their turn comes are shed
+    parallel: int = 1  # engine calls one batch is split over (see MicroBatcher)
 
     def __post_init__(self) -> None:
         _positive_int("max_batch", self.max_batch)
+        _positive_int("parallel", self.parallel)
         _positive_int("max_queue", self.max_queue)
         _positive_int("max_pending", self.max_pending)
         for name, hi in (("max_wait_ms", 1000.0), ("max_delay_ms", 600_000.0)):
@@ -228,6 +234,7 @@ class MicroBatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._stats = BatcherStats()
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -365,9 +372,30 @@ class MicroBatcher:
                 n_score += item.score
             return batch
 
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        parts = min(self.options.parallel, len(x))
+        if parts == 1:
+            return np.asarray(self.engine.score(x), dtype=np.float64).reshape(-1)
+        # Split the batch over `parallel` concurrent engine calls (this thread runs the first
+        # part); ONNX Runtime sessions are thread-safe and release the GIL.
+        chunks = np.array_split(x, parts)
+        assert self._pool is not None
+        futures = [self._pool.submit(self.engine.score, c) for c in chunks[1:]]
+        first = np.asarray(self.engine.score(chunks[0]), dtype=np.float64).reshape(-1)
+        return np.concatenate([first, *(np.asarray(f.result(), dtype=np.float64).reshape(-1) for f in futures)])
+
     def _run(self) -> None:
         opts = self.options
         buf = np.empty((opts.max_batch, self.engine.window_samples), dtype=np.float32)
+        if opts.parallel > 1:
+            self._pool = ThreadPoolExecutor(opts.parallel - 1, thread_name_prefix="engine")
+        try:
+            self._loop_batches(buf)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    def _loop_batches(self, buf: np.ndarray) -> None:
         while True:
             batch = self._take()
             if batch is None:
@@ -382,7 +410,7 @@ class MicroBatcher:
                     buf[i] = it.window.samples
                 t0 = self._clock()
                 try:
-                    probs = np.asarray(self.engine.score(buf[:n]), dtype=np.float64).reshape(-1)
+                    probs = self._score(buf[:n])
                     if probs.shape != (n,):
                         raise ValueError(f"engine returned {probs.shape[0]} scores for {n} windows")
                 # Any engine failure (ONNX Runtime raises untyped errors) is reported on the

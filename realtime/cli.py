@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
     live.add_argument("--max-pending", type=int, default=8,
                       help="windows queued per stream before its oldest is shed under overload (default 8)")
+    live.add_argument("--parallel", type=int, default=1,
+                      help="split each batch over N concurrent single-engine calls (with --threads 1, "
+                           "N = cores scales better than --threads N for SpecRNet; default 1)")
     live.add_argument("--max-delay-ms", type=float, default=1000.0,
                       help="shed live windows that waited longer than this for the engine (default 1000)")
     live.add_argument("--max-queue", type=int, default=256,
@@ -162,7 +165,7 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--threshold {args.threshold}: must be a probability between 0 and 1")
     if not 0 <= args.port <= 65535:
         ap.error(f"--port {args.port}: must be 0..65535")
-    for name in ("max_connections", "max_pending", "max_queue"):
+    for name in ("max_connections", "max_pending", "max_queue", "parallel"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     if not 0 < args.idle_timeout_s <= 86400:

@@ -18,6 +18,7 @@ class DetectorOptions:
     max_queue: int = 256  # micro-batcher: windows queued in all (256 KB each) before shedding
     max_pending: int = 8  # micro-batcher: windows queued per stream before shedding its oldest
     max_delay_ms: float = 1000.0  # micro-batcher: live windows waiting longer than this are shed
+    parallel: int = 1  # micro-batcher: concurrent engine calls each batch is split over
     # Windowing and verdicts
     hop_s: float = 0.5
     threshold: float | None = None  # None: the checkpoint's threshold

@@ -230,7 +230,7 @@ class LiveDetector:
         self.sinks: list[Sink] = list(sinks)
         self.batcher = MicroBatcher(engine, BatcherOptions(max_batch=o.max_batch, max_wait_ms=o.max_wait_ms,
                                                            max_queue=o.max_queue, max_pending=o.max_pending,
-                                                           max_delay_ms=o.max_delay_ms))
+                                                           max_delay_ms=o.max_delay_ms, parallel=o.parallel))
         self.clips = AlertClipWriter(o.save_alerts) if o.save_alerts is not None else None
 
     def start(self) -> LiveDetector:

@@ -296,3 +296,30 @@ def test_live_windows_too_old_for_their_turn_are_shed_files_are_not() -> None:
         await b.aclose()
 
     asyncio.run(main())
+
+
+def test_parallel_split_keeps_order_and_scores() -> None:
+    class Slow(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+
+        def score(self, x: np.ndarray) -> np.ndarray:
+            self.threads.add(threading.current_thread().name)
+            time.sleep(0.01)
+            return super().score(x)
+
+    async def main() -> None:
+        eng = Slow()
+        b = MicroBatcher(eng, BatcherOptions(max_batch=8, max_wait_ms=20, parallel=2, max_pending=64)).start()
+        c = Collector()
+        st = b.open_stream("s", c)
+        for seq in range(24):
+            st.submit(win("s", seq))
+        await st.drain()
+        assert c.seqs == list(range(24))
+        np.testing.assert_allclose([r.probability for r in c.results], np.arange(24) / 1000, rtol=1e-6)
+        assert len(eng.threads) == 2 and max(eng.batches) <= 4
+        await b.aclose()
+
+    asyncio.run(main())

@@ -60,6 +60,7 @@ class StreamResult:
 class Row:
     streams: int
     threads: int
+    parallel: int
     max_batch: int
     hop_s: float
     seconds: float
@@ -127,9 +128,9 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 class Server:
-    def __init__(self, model: Path, threads: int, hop: float, streams: int, max_batch: int) -> None:
+    def __init__(self, model: Path, threads: int, parallel: int, hop: float, streams: int, max_batch: int) -> None:
         cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
-               "--model", str(model), "--engine", "onnx", "--threads", str(threads), "--hop", str(hop),
+               "--model", str(model), "--engine", "onnx", "--threads", str(threads), "--parallel", str(parallel), "--hop", str(hop),
                "--max-connections", str(streams + 8), "--max-batch", str(max_batch), "--idle-timeout", "60"]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
@@ -234,9 +235,9 @@ async def run_clients(port: int, streams: int, pcms: list[bytes]) -> list[Stream
     return results
 
 
-def run_one(model: Path, streams: int, threads: int, hop: float, seconds: float, max_batch: int,
+def run_one(model: Path, streams: int, threads: int, parallel: int, hop: float, seconds: float, max_batch: int,
             pcms: list[bytes]) -> Row:
-    server = Server(model, threads, hop, streams, max_batch)
+    server = Server(model, threads, parallel, hop, streams, max_batch)
     try:
         server.health()
         cpu0, me0, wall0 = cpu_seconds(server.proc.pid), cpu_seconds(), time.monotonic()
@@ -255,7 +256,7 @@ def run_one(model: Path, streams: int, threads: int, hop: float, seconds: float,
         for e in r.errors[:1]:
             print(f"  stream error: {e}", file=sys.stderr)
     windows = sum(r.windows for r in results)
-    return Row(streams=streams, threads=threads, max_batch=max_batch, hop_s=hop, seconds=seconds, windows=windows,
+    return Row(streams=streams, threads=threads, parallel=parallel, max_batch=max_batch, hop_s=hop, seconds=seconds, windows=windows,
                windows_per_s=round(windows / wall, 1),
                p50_ms=round(pct(lat, 50), 1), p99_ms=round(pct(lat, 99), 1), max_ms=round(max(lat, default=math.nan), 1),
                server_p50_ms=round(pct(srv, 50), 1), server_p99_ms=round(pct(srv, 99), 1),
@@ -268,7 +269,8 @@ def run_one(model: Path, streams: int, threads: int, hop: float, seconds: float,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1], help="ONNX Runtime intra-op threads")
+    ap.add_argument("--parallel", type=int, nargs="+", default=[1], help="concurrent engine calls per batch")
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--seconds", type=float, default=20.0, help="audio per stream (default 20; the first score comes at 4 s)")
     ap.add_argument("--max-batch", type=int, default=16,
@@ -286,16 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or checkpoint(Path(scratch))
         pcms = speech_pcm(args.seconds)
         for threads in args.threads:
-            for n in args.streams:
-                print(f"-- {n} streams, {threads} thread(s), hop {args.hop} s, {args.seconds:g} s each", flush=True)
-                row = run_one(model, n, threads, args.hop, args.seconds, args.max_batch, pcms)
-                print("   " + json.dumps(asdict(row)), flush=True)
-                rows.append(row)
-    print("\n| streams | threads | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
+            for parallel in args.parallel:
+                for n in args.streams:
+                    print(f"-- {n} streams, threads {threads}, parallel {parallel}, hop {args.hop} s, "
+                          f"{args.seconds:g} s each", flush=True)
+                    row = run_one(model, n, threads, parallel, args.hop, args.seconds, args.max_batch, pcms)
+                    print("   " + json.dumps(asdict(row)), flush=True)
+                    rows.append(row)
+    print("\n| streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
           "| sustained | server CPU % | client CPU % | mean batch | engine busy % |")
-    print("| " + " | ".join(["---"] * 16) + " |")
+    print("| " + " | ".join(["---"] * 17) + " |")
     for r in rows:
-        print(f"| {r.streams} | {r.threads} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
+        print(f"| {r.streams} | {r.threads} | {r.parallel} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
               f"| {r.server_p50_ms} | {r.server_p99_ms} | {r.shed} | {r.sustained}/{r.streams} | {r.server_cpu_pct} "
               f"| {r.client_cpu_pct} | {r.mean_batch} | {r.busy_pct} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
