@@ -76,6 +76,7 @@ class Row:
     sustained: int
     failed: int
     server_cpu_pct: float
+    server_cpu_ms_per_window: float  # all server work (network, resampling, inference) per scored window
     client_cpu_pct: float
     mean_batch: float
     busy_pct: float
@@ -262,7 +263,8 @@ def run_one(model: Path, streams: int, threads: int, parallel: int, hop: float, 
                server_p50_ms=round(pct(srv, 50), 1), server_p99_ms=round(pct(srv, 99), 1),
                shed=sum(r.shed for r in results), dropped_events=health.get("dropped_events", 0),
                sustained=sustained, failed=failed,
-               server_cpu_pct=round(100 * (cpu1 - cpu0) / wall, 1), client_cpu_pct=round(100 * (me1 - me0) / wall, 1),
+               server_cpu_pct=round(100 * (cpu1 - cpu0) / wall, 1),
+               server_cpu_ms_per_window=round(1000 * (cpu1 - cpu0) / max(1, windows), 2), client_cpu_pct=round(100 * (me1 - me0) / wall, 1),
                mean_batch=health.get("mean_batch", 0.0), busy_pct=round(100 * health.get("busy_s", 0.0) / wall, 1))
 
 
@@ -296,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                     print("   " + json.dumps(asdict(row)), flush=True)
                     rows.append(row)
     print("\n| streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
-          "| sustained | server CPU % | client CPU % | mean batch | engine busy % |")
-    print("| " + " | ".join(["---"] * 17) + " |")
+          "| sustained | server CPU % | server CPU ms/window | client CPU % | mean batch | engine busy % |")
+    print("| " + " | ".join(["---"] * 18) + " |")
     for r in rows:
         print(f"| {r.streams} | {r.threads} | {r.parallel} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
-              f"| {r.server_p50_ms} | {r.server_p99_ms} | {r.shed} | {r.sustained}/{r.streams} | {r.server_cpu_pct} "
+              f"| {r.server_p50_ms} | {r.server_p99_ms} | {r.shed} | {r.sustained}/{r.streams} | {r.server_cpu_pct} | {r.server_cpu_ms_per_window} "
               f"| {r.client_cpu_pct} | {r.mean_batch} | {r.busy_pct} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
