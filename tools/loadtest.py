@@ -83,21 +83,10 @@ class Row:
 
 
 def checkpoint(scratch: Path) -> Path:
-    import engines
+    """The shipped SpecRNet, else a random-init one written to ``scratch`` (as tools/bench.py does)."""
+    from tools.bench import _checkpoint
 
-    try:
-        return engines.resolve_model("specrnet")
-    except engines.EngineError:
-        import torch
-
-        from engines.checkpoint import save_checkpoint
-        from engines.models import build_detector
-
-        torch.manual_seed(0)
-        folder = scratch / "specrnet"
-        save_checkpoint(build_detector("specrnet").eval(), folder, architecture="specrnet",
-                        training_data={"note": "random init for load testing"})
-        return folder
+    return _checkpoint("specrnet", scratch)
 
 
 def speech_pcm(seconds: float, n_variants: int = 8) -> list[bytes]:
