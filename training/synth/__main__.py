@@ -76,9 +76,9 @@ def parser() -> argparse.ArgumentParser:
                    help="coded copies per item besides the clean one, for both classes (default 1; 0: none)")
     p.add_argument("--split", type=_ratios, default=(0.7, 0.1, 0.2), metavar="TR,DEV,EV",
                    help="speaker fractions for train,dev,eval (default 0.7,0.1,0.2)")
-    p.add_argument("--target-db", type=float, default=-26.0, help="active speech level in dBFS (default -26)")
-    p.add_argument("--level-jitter-db", type=float, default=6.0,
-                   help="uniform +- jitter around --target-db, both classes alike (default 6)")
+    p.add_argument("--target-db", type=float, default=-28.0, help="active speech level in dBFS (default -28)")
+    p.add_argument("--level-jitter-db", type=float, default=4.0,
+                   help="uniform +- jitter around --target-db, both classes alike (default 4)")
     p.add_argument("--max-seconds", type=float, default=12.0,
                    help="cut sources and outputs to this length (default 12)")
     p.add_argument("--prompts", type=Path, default=None,

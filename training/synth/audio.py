@@ -89,15 +89,20 @@ def speech_bounds(x: np.ndarray) -> tuple[int, int]:
 
 
 def trim_edges(x: np.ndarray, lead_s: float, trail_s: float) -> np.ndarray:
-    """Cut leading/trailing silence, keeping the given margins of the signal's own edges.
+    """Leave exactly ``lead_s``/``trail_s`` of silence around the speech.
 
-    Every item, bona fide or spoof, goes through this with margins drawn from the
-    same distribution, so the amount of edge silence carries no class information.
+    The margins come from the signal's own edges where it has them (room noise
+    for recordings) and are completed with digital silence where it does not
+    (TTS engines that start speaking on the first sample). Every item, bona fide
+    or spoof, goes through this with margins drawn from the same distribution,
+    so the length of the edge silence carries no class information.
     """
     start, end = speech_bounds(x)
-    start = max(0, start - int(lead_s * SAMPLE_RATE))
-    end = min(x.size, end + int(trail_s * SAMPLE_RATE))
-    return np.ascontiguousarray(x[start:end])
+    want_lead, want_trail = int(lead_s * SAMPLE_RATE), int(trail_s * SAMPLE_RATE)
+    cut = x[max(0, start - want_lead) : min(x.size, end + want_trail)]
+    pad_lead = max(0, want_lead - start)
+    pad_trail = max(0, want_trail - (x.size - end))
+    return np.ascontiguousarray(np.pad(cut, (pad_lead, pad_trail)), dtype=np.float32)
 
 
 def remove_dc(x: np.ndarray) -> np.ndarray:
