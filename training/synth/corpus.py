@@ -304,7 +304,18 @@ def find_prompts(source: Path) -> Path | None:
     return None
 
 
-def load_prompts(path: Path, min_chars: int = 20, max_chars: int = 250) -> list[str]:
+@dataclass(frozen=True)
+class Prompts:
+    """Prompt sentences sorted by length, with the lengths kept for bisection."""
+
+    texts: tuple[str, ...]
+    lengths: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def load_prompts(path: Path, min_chars: int = 20, max_chars: int = 250) -> Prompts:
     """Prompt sentences from an ``id|text`` file, sorted by length for duration matching."""
     texts = []
     with Path(path).open(encoding="utf-8") as fh:
@@ -315,19 +326,19 @@ def load_prompts(path: Path, min_chars: int = 20, max_chars: int = 250) -> list[
                 texts.append(text)
     if not texts:
         raise CorpusError(f"{path}: no 'id|text' lines with {min_chars}-{max_chars} characters")
-    return sorted(texts, key=lambda t: (len(t), t))
+    texts.sort(key=lambda t: (len(t), t))
+    return Prompts(tuple(texts), tuple(len(t) for t in texts))
 
 
-def choose_prompt(prompts: list[str], seconds: float, rng: np.random.Generator) -> str:
+def choose_prompt(prompts: Prompts, seconds: float, rng: np.random.Generator) -> str:
     """A prompt whose reading time is close to ``seconds``, so TTS durations match bona fide."""
-    lengths = [len(p) for p in prompts]
     target = seconds * CHARS_PER_SECOND
-    lo = bisect.bisect_left(lengths, 0.8 * target)
-    hi = bisect.bisect_right(lengths, 1.25 * target)
+    lo = bisect.bisect_left(prompts.lengths, 0.8 * target)
+    hi = bisect.bisect_right(prompts.lengths, 1.25 * target)
     if hi <= lo:  # nothing in range: take the nearest length
-        lo = min(bisect.bisect_left(lengths, target), len(prompts) - 1)
+        lo = min(bisect.bisect_left(prompts.lengths, target), len(prompts) - 1)
         hi = lo + 1
-    return prompts[int(rng.integers(lo, hi))]
+    return prompts.texts[int(rng.integers(lo, hi))]
 
 
 # ---------------------------------------------------------------- planning
@@ -343,7 +354,7 @@ def resolve_generators(opts: BuildOptions) -> list[str]:
 
 
 def plan(opts: BuildOptions, utterances: list[Utterance], generators: list[str],
-         prompts: list[str] | None) -> list[Task]:
+         prompts: Prompts | None) -> list[Task]:
     """Every task of the corpus, in a deterministic order."""
     chosen = sorted(utterances, key=lambda u: stable_hash("order", u.key))
     if opts.limit is not None:
