@@ -78,8 +78,8 @@ class FileStats:
 # ---------------------------------------------------------------- per file
 
 
-def _db(power: float | np.ndarray) -> float | np.ndarray:
-    return 10.0 * np.log10(np.maximum(power, 10.0 ** (FLOOR_DB / 10.0)))
+def _db(power: float | np.ndarray) -> np.ndarray:
+    return np.asarray(10.0 * np.log10(np.maximum(power, 10.0 ** (FLOOR_DB / 10.0))))
 
 
 def edge_silence(x: np.ndarray, below_peak_db: float = 35.0) -> tuple[float, float]:
@@ -242,7 +242,7 @@ def _plot(opts: EdaOptions, stats: list[tuple[Entry, FileStats]]) -> list[str]:
     def hist(feature: str, xlabel: str, name: str) -> None:
         fig, ax = plt.subplots(figsize=(7, 4))
         values = [getattr(s, feature) for _, s in stats]
-        bins = np.histogram_bin_edges(values, bins=40)
+        bins = np.histogram_bin_edges(values, bins=40).tolist()
         for lab in labels:
             v = [getattr(s, feature) for e, s in stats if e.label == lab]
             ax.hist(v, bins=bins, alpha=0.5, density=True, color=colours[lab], label=f"{lab} (n={len(v)})")
@@ -284,7 +284,7 @@ def _plot(opts: EdaOptions, stats: list[tuple[Entry, FileStats]]) -> list[str]:
     rows = math.ceil(len(sources) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), sharex=True, sharey=True,
                              squeeze=False)
-    for ax, source in zip(axes.flat, sources):
+    for ax, source in zip(axes.flat, sources, strict=False):  # spare axes are blanked below
         group = [(e, s) for e, s in stats if e.source == source]
         for lab, curve in class_curves.items():  # class means as faint references
             ax.plot(freqs, curve, color=colours[lab], alpha=0.3, linewidth=0.8)

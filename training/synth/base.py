@@ -7,8 +7,9 @@ Its ``name`` is the ``attack`` column of the manifest and must never change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -51,7 +52,10 @@ class Generator(Protocol):
 _REGISTRY: dict[str, Callable[[], Generator]] = {}
 
 
-def register(cls: type) -> type:
+GeneratorT = TypeVar("GeneratorT", bound=Generator)
+
+
+def register(cls: type[GeneratorT]) -> type[GeneratorT]:
     """Class decorator: make a generator available under its ``name``."""
     _REGISTRY[cls.name] = cls
     return cls

@@ -9,8 +9,8 @@ Codecs go through libsndfile (soundfile) in memory: real encoders, no files.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import soundfile as sf

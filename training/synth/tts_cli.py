@@ -107,6 +107,14 @@ class Festival(CliTts):
     apt_package: ClassVar[str] = "festival"
     stretch: tuple[float, float] = (0.9, 1.15)
 
+    def unavailable_reason(self) -> str | None:
+        reason = super().unavailable_reason()
+        # Debian's festival only recommends its voices, so --no-install-recommends gives none.
+        voices = Path("/usr/share/festival/voices")
+        if reason is None and voices.parent.is_dir() and not any(voices.glob("*/*")):
+            reason = "festival has no voice: apt-get install -y festvox-kallpc16k"
+        return reason
+
     def command(self, text_file: Path, wav_file: Path, rng: np.random.Generator) -> list[str]:
         stretch = float(rng.uniform(*self.stretch))
         return [self.binary, "-o", str(wav_file), "-eval",
