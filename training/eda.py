@@ -412,7 +412,7 @@ def _markdown(report: dict[str, object], entries: list[Entry], labels: list[str]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.eda", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description="\n\n".join(__doc__.split("\n\n")[i] for i in (0, 2, 3)) if __doc__ else None,
         epilog="writes OUT/report.md, OUT/report.json, duration/loudness/silence histograms and "
                "mean log-power spectra per class and per source (PNG)",
     )

@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.synth", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", type=Path, help="bona fide speech: a manifest CSV (path[,speaker,source]), "
-                   "a folder holding manifest.csv, or a folder of audio files")
+                   "a folder holding manifest.csv, or a folder of audio files "
+                   "(speaker = file name up to the first - or _)")
     p.add_argument("--out", type=Path, help="output folder (created; an existing one is resumed)")
     p.add_argument("--generators", type=_names, default=(), metavar="A,B",
                    help=f"comma list of generators (default: all: {','.join(generator_names())})")
@@ -85,7 +86,8 @@ def parser() -> argparse.ArgumentParser:
                    help="TTS prompts, 'id|text' lines (default: text/ljspeech_sentences.tsv near --source)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list generators and channels with their status, then exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every skipped item as it happens")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not log failed items as they happen (the summary and failures.csv still list them)")
     return p
 
 
@@ -101,8 +103,7 @@ def list_status() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s %(message)s")
     if args.list:
         list_status()
         return 0

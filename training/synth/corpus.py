@@ -521,6 +521,8 @@ def build(opts: BuildOptions) -> BuildSummary:
     tasks = plan(opts, utterances, generators, prompts)
     opts.out.mkdir(parents=True, exist_ok=True)
     _check_fingerprint(opts)
+    for leftover in opts.out.rglob(".*.part"):  # half-written files of an interrupted build
+        leftover.unlink()
     (opts.out / "build.json").write_text(json.dumps({
         "fingerprint": opts.fingerprint(), "generators": generators, "source": str(opts.source),
         "limit": opts.limit, "sample_rate": SAMPLE_RATE, "soundfile": sf.__version__,
@@ -553,20 +555,24 @@ def build(opts: BuildOptions) -> BuildSummary:
             bar.set_postfix(failed=len(summary.failures))
         bar.update(1)
 
-    try:
-        if opts.workers == 1 or len(todo) <= 1:
-            for task, pending in todo:
-                collect(render_task(task, pending, opts))
-        else:
-            # spawn: onnxruntime and OpenMP-backed libraries do not survive fork() reliably.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(opts.workers, mp_context=context) as pool:
-                futures = [pool.submit(render_task, task, pending, opts) for task, pending in todo]
-                for future in as_completed(futures):
-                    collect(future.result())
-    finally:
-        bar.close()
-        partial.close()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Failure messages go through tqdm.write so they do not tear the progress bar.
+    with logging_redirect_tqdm():
+        try:
+            if opts.workers == 1 or len(todo) <= 1:
+                for task, pending in todo:
+                    collect(render_task(task, pending, opts))
+            else:
+                # spawn: onnxruntime and OpenMP-backed libraries do not survive fork() reliably.
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(opts.workers, mp_context=context) as pool:
+                    futures = [pool.submit(render_task, task, pending, opts) for task, pending in todo]
+                    for future in as_completed(futures):
+                        collect(future.result())
+        finally:
+            bar.close()
+            partial.close()
 
     manifest = opts.out / "manifest.csv"
     write_manifest(manifest, done)
