@@ -98,6 +98,12 @@ def _high_band_ratio_db(x: np.ndarray, cutoff: float = 4000.0) -> float:
     return float(10 * np.log10(spec[freqs > cutoff].sum() / spec.sum() + 1e-30))
 
 
+def _longest_zero_run(q: np.ndarray) -> int:
+    steps = np.diff(np.concatenate([[0], (q == 0).astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+    return int((ends - starts).max()) if starts.size else 0
+
+
 # ---------------------------------------------------------------- generators
 
 
@@ -236,6 +242,9 @@ def test_corpus_layout_labels_and_levels(corpus: tuple[Path, object]) -> None:
         assert -32.6 < active_level_db(x) < -23.4  # -28 +- 4 dB, for both classes
         lead = speech_bounds(x)[0] / SAMPLE_RATE
         assert lead < 0.32
+        if "+" not in r.source:  # no stretch of digital silence, in either class (noise floor)
+            q = np.round(x * 32767).astype(np.int64)
+            assert _longest_zero_run(q) < 160, r.path
     # Both classes carry coded copies, recorded in the source column.
     coded = {(r.label, "+" in r.source) for r in rows}
     assert coded == {("bonafide", True), ("bonafide", False), ("spoof", True), ("spoof", False)}

@@ -19,9 +19,10 @@ For every source utterance the builder writes a re-encoded bona fide copy and
 one spoof per generator: vocoders (world, mlsa, griffinlim) resynthesize the
 utterance itself; TTS generators (piper, espeak, flite, festival) speak an
 LJ Speech prompt of about the same length. Every item, of either class, is
-DC-removed, trimmed to speech with random margins and normalized to a random
-level around --target-db, and --channel-copies coded variants (tel8k, mulaw,
-mp3, opus) are added, so that level, silence and channel are no shortcut.
+DC-removed, trimmed to speech with random margins, normalized to a random
+level around --target-db and given a faint noise floor, and --channel-copies
+coded variants (tel8k, mulaw, mp3, opus) are added, so that level, silence and
+channel are no shortcut.
 
 Splits are speaker-disjoint (hash of the speaker id); --heldout families are
 rendered for eval speakers only, as unseen attacks. Output: 16 kHz mono FLAC
@@ -55,6 +56,16 @@ def _ratios(text: str) -> tuple[float, float, float]:
     return a, b, c
 
 
+def _floor(text: str) -> tuple[float, float] | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        low, high = (float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in dBFS such as -78,-66, or none; got {text!r}") from None
+    return low, high
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.synth", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-db", type=float, default=-28.0, help="active speech level in dBFS (default -28)")
     p.add_argument("--level-jitter-db", type=float, default=4.0,
                    help="uniform +- jitter around --target-db, both classes alike (default 4)")
+    p.add_argument("--noise-floor-db", type=_floor, default=(-78.0, -66.0), metavar="LOW,HIGH",
+                   help="faint white-noise floor added to every item, level drawn from this range, so digital "
+                   "silence in TTS pauses is no shortcut (default -78,-66; 'none' for off)")
     p.add_argument("--max-seconds", type=float, default=12.0,
                    help="cut sources and outputs to this length (default 12)")
     p.add_argument("--prompts", type=Path, default=None,
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             source=args.source, out=args.out, generators=args.generators, heldout=args.heldout,
             limit=args.limit, seed=args.seed, workers=args.workers, channels=args.channels,
             channel_copies=args.channel_copies, split_ratios=args.split, target_db=args.target_db,
-            level_jitter_db=args.level_jitter_db, max_seconds=args.max_seconds, prompts=args.prompts,
+            level_jitter_db=args.level_jitter_db, noise_floor_db=args.noise_floor_db,
+            max_seconds=args.max_seconds, prompts=args.prompts,
             progress=not args.no_progress,
         )
         summary = build(opts)

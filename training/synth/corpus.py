@@ -128,6 +128,7 @@ class BuildOptions:
     target_db: float = -28.0
     level_jitter_db: float = 4.0  # +- uniform, same for both classes
     edge_margin_s: tuple[float, float] = (0.05, 0.3)  # silence kept before/after speech
+    noise_floor_db: tuple[float, float] | None = (-78.0, -66.0)  # white noise RMS, dBFS; None: off
     max_seconds: float = 12.0
     prompts: Path | None = None
     progress: bool = True
@@ -156,6 +157,7 @@ class BuildOptions:
             "channel_copies": self.channel_copies, "split_ratios": list(self.split_ratios),
             "target_db": self.target_db, "level_jitter_db": self.level_jitter_db,
             "edge_margin_s": list(self.edge_margin_s), "max_seconds": self.max_seconds,
+            "noise_floor_db": list(self.noise_floor_db) if self.noise_floor_db else None,
         }
 
 
@@ -427,7 +429,13 @@ def render_base(task: Task, opts: BuildOptions) -> tuple[np.ndarray, float]:
     x = trim_edges(x, float(lead), float(trail))
     check_audio(x, what=f"{task.generator} output after trimming")
     target = opts.target_db + float(rng.uniform(-opts.level_jitter_db, opts.level_jitter_db))
-    return normalize_level(x, target), target
+    x = normalize_level(x, target)
+    if opts.noise_floor_db is not None:
+        # TTS pauses and padded margins are digital silence, recordings never are: a faint
+        # common floor (tens of dB under a recording's own) removes that shortcut.
+        floor_db = float(rng.uniform(*opts.noise_floor_db))
+        x = x + (10.0 ** (floor_db / 20.0) * rng.standard_normal(x.size)).astype(np.float32)
+    return x, target
 
 
 def render_task(task: Task, pending: tuple[Output, ...], opts: BuildOptions) -> TaskResult:
