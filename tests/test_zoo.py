@@ -18,6 +18,15 @@ DOCUMENTED = {
 ZOO = sorted(DOCUMENTED)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The test machine is a shared 2-core box: a second intra-op thread mostly spins.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("arch", ZOO)
 def test_parameter_count_as_documented(arch: str) -> None:
     assert count_parameters(build_detector(arch).network) == DOCUMENTED[arch]
