@@ -156,3 +156,11 @@ def test_config_json_round_trip_and_cli_override(tmp_path: Path) -> None:
     path.write_text(json.dumps({"epochs": 2, "learning_rate": 0.1}))
     with pytest.raises(ValueError, match=r"\['learning_rate'\] are not known"):
         TrainConfig.from_json(path)
+
+
+def test_time_limit_stops_and_saves(corpus: Path, tmp_path: Path) -> None:
+    result = train(_cfg(corpus, tmp_path, epochs=5, max_minutes=1e-6, augment=AugmentConfig.off()))
+    assert (result.stop_reason, result.epochs_completed) == ("time_limit", 1)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history) == 1 and history[0]["partial"] and history[0]["steps"] == 1
+    assert read_config(result.best_dir).metrics["epoch"] == 1
