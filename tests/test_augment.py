@@ -167,6 +167,8 @@ def test_mu_law_quantises_to_256_levels(x: np.ndarray) -> None:
 
 @pytest.mark.parametrize("kind", A.CODECS)
 def test_codec_round_trip(x: np.ndarray, kind: str) -> None:
+    if kind not in A.available_codecs():
+        pytest.skip(f"libsndfile {A.sf.__libsndfile_version__} here cannot write {kind}")
     y = A.codec(x, kind, SR, 0.5)
     _ok(y)
     assert not np.allclose(y, x, atol=1e-4)

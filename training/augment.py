@@ -36,7 +36,7 @@ __all__ = [
     "AugmentConfig", "Augmenter", "NOISE_KINDS", "CODECS", "RAWBOOST_ALGOS",
     "tile_to", "random_crop", "center_crop", "apply_gain", "add_noise", "white_noise", "pink_noise",
     "babble_noise", "time_shift", "time_stretch", "pitch_shift", "telephone", "mu_law", "codec",
-    "rawboost_lnl", "rawboost_isd", "rawboost_ssi", "rms_db",
+    "rawboost_lnl", "rawboost_isd", "rawboost_ssi", "rms_db", "available_codecs",
 ]
 
 NOISE_KINDS = ("white", "pink", "babble")
@@ -323,10 +323,19 @@ def telephone(x: np.ndarray, sample_rate: int = 16000, bandpass: bool = True, mu
     return _fit_length(soxr.resample(y.astype(np.float32), 8000, sample_rate), x.size)
 
 
+def available_codecs() -> tuple[str, ...]:
+    """The codecs this libsndfile can write (MP3 needs libsndfile >= 1.1)."""
+    formats = sf.available_formats()
+    return tuple(k for k, (fmt, sub) in _CODEC_FORMATS.items() if fmt in formats and sub in sf.available_subtypes(fmt))
+
+
 def codec(x: np.ndarray, kind: str, sample_rate: int = 16000, compression: float = 0.5) -> np.ndarray:
     """Encode and decode in memory with libsndfile (MP3, Ogg Vorbis or Opus); length kept."""
     if kind not in _CODEC_FORMATS:
         raise ValueError(f"codec {kind!r} not known; accepted: {list(CODECS)}")
+    if kind not in available_codecs():
+        raise ValueError(f"codec {kind!r} is not supported by libsndfile {sf.__libsndfile_version__} here;"
+                         f" available: {list(available_codecs())}")
     x = _as_mono(x)
     fmt, subtype = _CODEC_FORMATS[kind]
     buf = io.BytesIO()
@@ -422,11 +431,15 @@ class Augmenter:
     """Waveform of any length -> one augmented window of ``config.window_samples``.
 
     ``babble_pool`` holds other (bona fide) training clips for babble noise; without it babble
-    is left out of the noise kinds.
+    is left out of the noise kinds. Codecs this libsndfile cannot write are left out too.
     """
 
     config: AugmentConfig = field(default_factory=AugmentConfig)
     babble_pool: Sequence[np.ndarray] = ()
+
+    def __post_init__(self) -> None:
+        usable = available_codecs()
+        self._codecs = tuple(k for k in self.config.codecs if k in usable)
 
     def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
@@ -467,7 +480,7 @@ class Augmenter:
             x = telephone(x, sr, c.telephone_bandpass, c.telephone_mulaw)
         if rng.random() < c.p_mulaw:
             x = mu_law(x)
-        if c.codecs and rng.random() < c.p_codec:
-            kind = c.codecs[int(rng.integers(0, len(c.codecs)))]
+        if self._codecs and rng.random() < c.p_codec:
+            kind = self._codecs[int(rng.integers(0, len(self._codecs)))]
             x = codec(x, kind, sr, rng.uniform(*c.codec_compression))
         return np.ascontiguousarray(x, dtype=np.float32)
