@@ -106,6 +106,17 @@ def test_cli_dataset_mode_and_errors(corpus: Path, checkpoints: dict[str, Path],
     assert rc == 2 and err.startswith("error: model ") and err.count("\n") == 1
     with pytest.raises(ValueError, match="exactly one of"):
         EvalOptions(model="specrnet", out="o")
+    rc = main(["--manifest", str(corpus), "--subset", "eval", "--model", str(checkpoints["specrnet"]),
+               "--out", str(tmp_path / "y")])
+    assert rc == 2 and "needs a 'split' column" in capsys.readouterr().err
+
+
+def test_manifest_subset_keeps_one_split(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    manifest = make_corpus(tmp_path / "c", n_per_class=3, dev_per_class=1, odd_formats=False)
+    res = evaluate(EvalOptions(model=str(checkpoints["specrnet"]), out=str(tmp_path / "r"), manifest=str(manifest),
+                               subset="dev", engine="onnx", plots=False, progress=False))
+    assert sorted(Path(s.path).name for s in res.scores) == ["bona_0.wav", "spoof_0.wav"]
+    assert res.report["data"]["description"].endswith("split dev")
 
 
 def test_asv_score_file_is_checked(tmp_path: Path) -> None:

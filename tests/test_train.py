@@ -15,7 +15,8 @@ import engines
 from engines.checkpoint import read_config
 from training.augment import AugmentConfig
 from training.config import TrainConfig
-from training.data import EpochSampler, read_splits
+from training.data import EpochSampler
+from training.splits import read_splits
 from training.state import ResumeError
 from training.train import TrainResult, main, threshold_from_logit, train
 from tests.tiny_corpus import make_corpus

@@ -1,4 +1,4 @@
-"""Training data: train/dev split of a manifest, class counts, and the torch datasets.
+"""Training data as torch datasets (the split and counts live in ``training.splits``, torch-free).
 
 Randomness is drawn from ``numpy.random.default_rng((seed, epoch, index))`` for every item, so a
 run gives the same crops and augmentations whatever the number of data workers, and a resumed
@@ -6,15 +6,7 @@ run continues exactly as an uninterrupted one would.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import hashlib
-import os
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,95 +14,9 @@ from torch.utils.data import Dataset, Sampler
 
 from training.audio import load_audio
 from training.augment import Augmenter, center_crop
-from training.datasets import SPOOF, Utterance, load_manifest
+from training.datasets import SPOOF, Utterance
 
-__all__ = ["SplitData", "read_splits", "data_summary", "sha256_of", "TrainWindows", "DevWindows",
-           "EpochSampler", "SPLIT_NAMES"]
-
-# Accepted spellings of the manifest's split column.
-SPLIT_NAMES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev",
-               "eval": "eval", "test": "eval"}
-
-
-@dataclass(frozen=True)
-class SplitData:
-    train: list[Utterance]
-    dev: list[Utterance]
-    how: str  # "split column" or "dev manifest"
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _split_column(manifest: Path) -> dict[Path, str] | None:
-    """path -> normalised split, or None if the manifest has no ``split`` column.
-
-    ``training.datasets.load_manifest`` ignores extra columns, so the split is read here and
-    matched by resolved path (the loader already refused duplicate paths).
-    """
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "split" not in header:
-            return None
-        ip, isplit = header.index("path"), header.index("split")
-        out: dict[Path, str] = {}
-        for lineno, row in enumerate(reader, start=2):
-            if not row or not any(c.strip() for c in row):
-                continue
-            raw = row[isplit].strip().lower()
-            if raw not in SPLIT_NAMES:
-                raise ValueError(f"{manifest}:{lineno}: split {row[isplit]!r} is not known; "
-                                 f"accepted: {', '.join(SPLIT_NAMES)}")
-            rel = Path(row[ip].strip())
-            out[rel if rel.is_absolute() else manifest.parent / rel] = SPLIT_NAMES[raw]
-    return out
-
-
-def read_splits(manifest: str | os.PathLike[str], dev_manifest: str | os.PathLike[str] | None = None) -> SplitData:
-    """Train and dev utterances: by the manifest's ``split`` column when it has one (rows marked
-    ``eval`` are never used), with ``dev_manifest``, when given, replacing its dev rows;
-    without a split column, the whole manifest trains and ``dev_manifest`` is required."""
-    path = Path(manifest)
-    utts = load_manifest(path, check_audio=True)
-    splits = _split_column(path)
-    if splits is not None:
-        tagged = [dataclasses.replace(u, subset=splits[u.path]) for u in utts]
-        train = [u for u in tagged if u.subset == "train"]
-        dev = [u for u in tagged if u.subset == "dev"]
-        how = "split column"
-    else:
-        if dev_manifest is None:
-            raise ValueError(f"{path} has no 'split' column (train/dev/eval): pass --dev-manifest with the dev data")
-        train, dev, how = utts, [], "dev manifest"
-    if dev_manifest is not None:
-        dev = load_manifest(dev_manifest, check_audio=True)
-        how = "dev manifest" if splits is None else "split column (train) + dev manifest"
-    if not train:
-        raise ValueError(f"{path}: no training rows (split 'train')")
-    for name, part in (("training", train), ("dev", dev)):
-        labels = {u.label for u in part}
-        if labels != {"bonafide", "spoof"}:
-            raise ValueError(f"the {name} data must hold both bonafide and spoof files, got only {sorted(labels) or 'none'}"
-                             f" ({len(part)} files, taken by {how})")
-    return SplitData(train, dev, how)
-
-
-def data_summary(utts: Sequence[Utterance]) -> dict[str, Any]:
-    """Counts per class, attack and source, as stored in the checkpoint's training_data."""
-    labels = Counter(u.label for u in utts)
-    return {
-        "files": len(utts),
-        "bonafide": labels.get("bonafide", 0),
-        "spoof": labels.get("spoof", 0),
-        "attacks": dict(sorted(Counter(u.attack or "-" for u in utts if u.is_spoof).items())),
-        "sources": dict(sorted(Counter(u.source or "-" for u in utts).items())),
-    }
+__all__ = ["TrainWindows", "DevWindows", "EpochSampler", "babble_pool"]
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

@@ -29,6 +29,7 @@ from engines.errors import EngineError, MissingExtraError
 from training.audio import AudioDecodeError, cut_windows, load_audio
 from training.datasets import DATASET_KINDS, Utterance, load_dataset, load_manifest
 from training.report import AsvScores, FileScore, compute_report, plot_all, read_asv_scores, write_report
+from training.splits import SPLIT_NAMES, with_splits
 
 __all__ = ["EvalOptions", "EvalResult", "evaluate", "main"]
 
@@ -75,8 +76,25 @@ class EvalResult:
 
 
 def _utterances(opts: EvalOptions) -> tuple[list[Utterance], str]:
-    if opts.manifest is not None:
-        return load_manifest(opts.manifest), f"manifest `{opts.manifest}`"
+    csv_path = opts.manifest
+    if opts.dataset is not None and opts.dataset.lower() == "manifest":
+        csv_path = opts.root
+    if csv_path is not None:
+        utts = load_manifest(csv_path)
+        if opts.subset is None:
+            return utts, f"manifest `{csv_path}`"
+        # A corpus manifest with a split column: keep one split (e.g. --subset eval).
+        tagged = with_splits(utts, csv_path)
+        if tagged is None:
+            raise ValueError(f"--subset {opts.subset!r} needs a 'split' column in {csv_path}, which has none")
+        want = SPLIT_NAMES.get(opts.subset.lower())
+        if want is None:
+            raise ValueError(f"--subset {opts.subset!r} is not a split name; accepted: {', '.join(SPLIT_NAMES)}")
+        chosen = [u for u in tagged if u.subset == want]
+        if not chosen:
+            present = sorted({u.subset for u in tagged if u.subset})
+            raise ValueError(f"{csv_path}: no rows in split {want!r}; splits present: {', '.join(present)}")
+        return chosen, f"manifest `{csv_path}`, split {want}"
     kw: dict[str, Any] = {}
     if opts.subset is not None:
         kw["subset"] = opts.subset
@@ -190,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--manifest", help="CSV path,label[,speaker,attack,source]")
     src.add_argument("--dataset", help=f"corpus layout: {', '.join(DATASET_KINDS)}")
     p.add_argument("--root", help="corpus folder for --dataset (the CSV for 'manifest')")
-    p.add_argument("--subset", help="ASVspoof subset (2019 LA: train/dev/eval; 2021: eval/progress/hidden_track)")
+    p.add_argument("--subset", help="ASVspoof subset (2019 LA: train/dev/eval; 2021: eval/progress/hidden_track),"
+                   " or a manifest's split (train/dev/eval) when it has a split column")
     p.add_argument("--protocol-file", help="ASVspoof 2017 protocol file")
     p.add_argument("--model", required=True, help="shipped model name or checkpoint folder")
     p.add_argument("--out", required=True, help="output folder")

@@ -87,7 +87,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     from engines.checkpoint import load_detector, save_checkpoint
     from engines.models import build_detector, get_architecture
-    from training.data import DevWindows, EpochSampler, TrainWindows, babble_pool, data_summary, read_splits, sha256_of
+    from training.data import DevWindows, EpochSampler, TrainWindows, babble_pool
+    from training.splits import data_summary, read_splits, sha256_of
     from training.state import STATE_JSON, ResumeError, ResumeState, load_state, read_state, save_state
 
     t0 = time.monotonic()
