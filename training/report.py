@@ -150,8 +150,12 @@ def _probit(p: np.ndarray) -> np.ndarray:
 
 def plot_all(files: Sequence[FileScore], threshold: float, out: Path) -> dict[str, str]:
     """DET curve, score histograms by class and the confusion matrix at the model threshold."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from engines.errors import MissingExtraError
 
+        raise MissingExtraError("matplotlib", "plot", "the evaluation plots (or pass --no-plots)") from None
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 

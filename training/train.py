@@ -8,6 +8,7 @@ Writes into ``--out``:
 * ``last/``  the state to resume from (``--resume``): safetensors + JSON, no pickle;
 * ``config.json`` (the TrainConfig used) and ``history.json`` (one entry per epoch).
 
+Resuming with a larger ``--epochs`` stretches the cosine schedule from where the run stands.
 Loss: BCE on the spoof logit (target 1 = spoof). The front end always runs in float32; on CUDA
 the network runs under autocast (bf16, or fp16 with loss scaling). The dev set is scored with one
 centre window per file; the EER follows the ASVspoof procedure on negated spoof logits.
@@ -80,7 +81,10 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, manifest_sha: str,
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise MissingExtraError("torch", "train", "training") from None
     from torch.nn import functional as F
     from torch.utils.data import DataLoader
     from tqdm import tqdm
