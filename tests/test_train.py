@@ -165,3 +165,11 @@ def test_time_limit_stops_and_saves(corpus: Path, tmp_path: Path) -> None:
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history) == 1 and history[0]["partial"] and history[0]["steps"] == 1
     assert read_config(result.best_dir).metrics["epoch"] == 1
+
+
+def test_subset_column_also_splits(corpus: Path) -> None:
+    # ASVspoof-derived manifests call the column `subset`; it splits the same way.
+    alt = corpus.parent / "subset.csv"
+    alt.write_text(corpus.read_text().replace(",split\n", ",subset\n", 1))
+    split = read_splits(alt)
+    assert (len(split.train), len(split.dev)) == (12, 4)

@@ -40,21 +40,28 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 
 
 def split_column(manifest: str | os.PathLike[str]) -> dict[Path, str] | None:
-    """path (as ``load_manifest`` resolves it) -> normalised split; None without a ``split`` column."""
+    """path (as ``load_manifest`` resolves it) -> normalised split; None without a ``split``
+    (or, as ASVspoof-derived manifests call it, ``subset``) column."""
     manifest = Path(manifest)
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
-        if "split" not in header:
+        column = next((c for c in ("split", "subset") if c in header), None)
+        if column is None or "path" not in header:
             return None
-        ip, isplit = header.index("path"), header.index("split")
+        ip, isplit = header.index("path"), header.index(column)
         out: dict[Path, str] = {}
         for lineno, row in enumerate(reader, start=2):
             if not row or not any(c.strip() for c in row):
                 continue
             raw = row[isplit].strip().lower()
+            if column == "subset" and raw not in SPLIT_NAMES:
+                # ASVspoof 2021 subsets (progress, hidden_track ...) are kept as they are.
+                rel = Path(row[ip].strip())
+                out[rel if rel.is_absolute() else manifest.parent / rel] = raw
+                continue
             if raw not in SPLIT_NAMES:
-                raise ValueError(f"{manifest}:{lineno}: split {row[isplit]!r} is not known; "
+                raise ValueError(f"{manifest}:{lineno}: {column} {row[isplit]!r} is not known; "
                                  f"accepted: {', '.join(SPLIT_NAMES)}")
             rel = Path(row[ip].strip())
             out[rel if rel.is_absolute() else manifest.parent / rel] = SPLIT_NAMES[raw]
@@ -69,7 +76,7 @@ def with_splits(utts: Sequence[Utterance], manifest: str | os.PathLike[str]) -> 
     out = []
     for u in utts:
         if u.path not in splits:
-            raise ValueError(f"{manifest}: row for {u.path} has no value in the 'split' column")
+            raise ValueError(f"{manifest}: row for {u.path} has no value in the split column")
         out.append(dataclasses.replace(u, subset=splits[u.path]))
     return out
 
