@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import os
@@ -34,16 +33,20 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class Output:
     """Routes events to JSON lines (stdout) and/or the console view; errors always reach stderr."""
 
-    def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool) -> None:
+    def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool,
+                 event_log=None) -> None:  # EventLog | None
         from realtime.console import ConsoleView
 
         self.json, self.quiet, self.stdout, self.stderr = options.json, options.quiet, stdout, stderr
         self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
+        self.event_log = event_log
         self.errors = 0
 
     def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
         from realtime.console import format_error
 
+        if self.event_log is not None:
+            self.event_log(ev)
         if ev.type == "error":
             self.errors += 1
             print(format_error(ev, color=False), file=self.stderr, flush=True)
@@ -85,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
+    out.add_argument("--events", metavar="FILE.jsonl|sqlite:PATH", default=None,
+                     help="durable event log: every score, alert, summary and error, appended (see realtime/eventlog.py)")
+    out.add_argument("--events-fsync", dest="events_fsync_s", type=float, default=1.0, metavar="SECONDS",
+                     help="event log: fsync at most this long after each write (default 1; 0: every batch)")
     srv = ap.add_argument_group("WebSocket server (--input ws)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -98,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="close a stream silent for this many seconds (default 30)")
     srv.add_argument("--insecure", action="store_true",
                      help="allow listening on a non-loopback address without --token")
+    srv.add_argument("--allow-url-token", action="store_true",
+                     help="also accept the token as ?token= in the URL (leaks into proxy logs; for clients "
+                          "that cannot set headers)")
+    srv.add_argument("--max-realtime-factor", type=float, default=4.0, metavar="X",
+                     help="throttle a stream sending audio faster than X times real time (default 4; 0: no limit)")
+    srv.add_argument("--max-message-rate", dest="max_messages_per_s", type=float, default=500.0, metavar="N",
+                     help="refuse a stream sending more than N messages per second (default 500; 0: no limit)")
     live = ap.add_argument_group("live streams (ws, stdin)")
     live.add_argument("--max-wait-ms", type=float, default=5.0,
                       help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
@@ -143,15 +157,6 @@ def options_from_args(args: argparse.Namespace) -> DetectorOptions:
     return opts
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: must be at least 1")
@@ -174,10 +179,27 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--max-wait-ms {args.max_wait_ms}: must be between 0 and 1000")
     if not 0 <= args.max_delay_ms <= 600_000:
         ap.error(f"--max-delay-ms {args.max_delay_ms}: must be between 0 and 600000")
+    for name, hi in (("max_realtime_factor", 1000.0), ("max_messages_per_s", 1e6), ("events_fsync_s", 3600.0)):
+        if not 0 <= getattr(args, name) <= hi:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be between 0 and {hi:g}")
     if args.input and args.input[0] == "ws" and args.token is None and not args.insecure \
             and not _is_loopback(args.host):
         ap.error(f"--host {args.host}: serving beyond this machine without --token; "
                  "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
+
+
+def _is_loopback(host: str) -> bool:
+    from realtime.server import is_loopback
+
+    return is_loopback(host)
+
+
+def _open_event_log(options: DetectorOptions):  # -> EventLog | None
+    if options.events is None:
+        return None
+    from realtime.eventlog import EventLogOptions, open_event_log
+
+    return open_event_log(options.events, EventLogOptions(fsync_interval_s=options.events_fsync_s))
 
 
 def list_engines(stdout: TextIO) -> int:
@@ -229,7 +251,7 @@ async def _run_stdin(options: DetectorOptions, output: Output) -> int:
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
-async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> int:
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, event_log) -> int:
     """WebSocket server (``--input ws``) until SIGTERM/SIGINT."""
     from realtime.console import ConsoleView
     from realtime.server import run_server
@@ -242,6 +264,8 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> i
         sinks.append(JsonLinesSink(stdout))
     elif not options.quiet:
         sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
+    if event_log is not None:
+        sinks.append(event_log)
     engine = _load_engine(options)
     try:
         await run_server(LiveDetector(engine, options, sinks=sinks), options)
@@ -269,7 +293,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     if any(x in special for x in args.input) and len(args.input) > 1:
         ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
     kind = args.input[0] if args.input[0] in special else "files"
+    event_log = None
     try:
+        event_log = _open_event_log(options)
         if kind == "files":
             from realtime.filerun import expand_inputs
 
@@ -278,20 +304,23 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             if not files:
                 print(f"realtime-detect: no audio files found in {' '.join(args.input)}", file=stderr)
                 return EXIT_FAILED
-            output = Output(options, stdout, stderr, show_stream=len(files) > 1)
+            output = Output(options, stdout, stderr, show_stream=len(files) > 1, event_log=event_log)
             emit_windows = not options.offline or args.windows
             return asyncio.run(_run_files(files, options, output, emit_windows))
         if kind == "-":
-            output = Output(options, stdout, stderr, show_stream=False)
+            output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
             return asyncio.run(_run_stdin(options, output))
         if kind == "ws":
-            return asyncio.run(_run_ws(options, stdout, stderr))
+            return asyncio.run(_run_ws(options, stdout, stderr, event_log))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
         print(f"realtime-detect: {e}", file=stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    finally:
+        if event_log is not None:
+            event_log.close()  # the loop is gone: write what is queued, sync, close
     return EXIT_OK
 
 
