@@ -44,11 +44,14 @@ at capacity or shutting down (at ``start``)            busy             1013
 ``end`` without any audio                              empty_stream     1000
 =====================================================  ===============  =====
 
-Before the WebSocket handshake: over ``max_connections`` (or while shutting down) HTTP 503;
+Before the WebSocket handshake: a repeated ``Host``, ``Origin`` or ``Authorization`` header
+HTTP 400; over ``max_connections`` (or while shutting down) 503;
 a wrong ``Authorization: Bearer`` header 401; a token in the URL query 401 unless
 ``allow_url_token`` (URLs end up in proxy logs and browser history); a foreign ``Origin``
-403. Binding a non-loopback address without a token raises :class:`InsecureBindError`
-unless ``insecure``.
+403. Without a token, every request (pages and ``/healthz`` too) must name ``localhost`` or
+a loopback address in its ``Host`` header, else 403: a DNS-rebinding page gets past the
+same-origin check, not this. Binding a non-loopback address without a token raises
+:class:`InsecureBindError` unless ``insecure`` (which also lifts the Host check).
 
 Limits, per connection. Audio faster than ``max_realtime_factor`` times real time (a token
 bucket of ``realtime_burst_s`` seconds of audio, refilled at that factor) is *throttled*,
@@ -78,14 +81,17 @@ windows are scored and its summary sent), close them with 1001, then stop the ba
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hmac
 import http
 import ipaddress
 import itertools
 import json
 import logging
+import os
 import re
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +114,7 @@ from .session import LiveDetector, StreamSession
 
 __all__ = ["DetectorServer", "ProtocolError", "StartRequest", "parse_start", "run_server", "WEB_DIR",
            "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
-           "RECV_QUEUE", "InsecureBindError", "TokenBucket", "is_loopback"]
+           "RECV_QUEUE", "InsecureBindError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +265,15 @@ def _url_token(request: Request) -> str | None:
     query = request.path.partition("?")[2]
     values = parse_qs(query, keep_blank_values=True).get("token") if query else None
     return values[0] if values else None
+
+
+def _loopback_host(value: str) -> bool:
+    """Whether a ``Host`` header names this machine: ``localhost`` or a loopback address, any port."""
+    if value.startswith("["):  # [::1]:8765
+        host = value[1:value.find("]")] if "]" in value else ""
+    else:
+        host = value.rpartition(":")[0] if value.count(":") == 1 else value
+    return is_loopback(host.lower().rstrip("."))
 
 
 def _token_ok(expected: str, given: str | None) -> bool:
@@ -492,6 +507,17 @@ class DetectorServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
+        o = self.options
+        for name in ("Host", "Origin", "Authorization"):
+            # Headers.get() raises on repeated headers; and two answers to one question is a refusal.
+            if len(request.headers.get_all(name)) > 1:
+                return self._refuse_http(connection, http.HTTPStatus.BAD_REQUEST, f"more than one {name} header")
+        if o.token is None and not o.insecure and not _loopback_host(request.headers.get("Host", "")):
+            # DNS rebinding: a page from evil.example whose name now resolves to 127.0.0.1 sends
+            # Host and Origin evil.example, which pass the same-origin check; the Host does not.
+            return self._refuse_http(connection, http.HTTPStatus.FORBIDDEN,
+                                     f"Host {request.headers.get('Host', '')[:100]!r} not served without a token "
+                                     "(only localhost and loopback addresses are); set a token or pass --insecure")
         if path == STREAM_PATH:
             if self._stopping.is_set():
                 return self._refuse_http(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
@@ -720,9 +746,32 @@ def _peer(ws: ServerConnection) -> str:
     return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else str(addr)
 
 
+def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
+    """glibc: serve every allocation of ``nbytes`` or more with its own mmap, for good.
+
+    By default glibc raises that threshold each time such a block is freed, after which the
+    256-KB windows and ring buffers come from the heap: the heap's high-water mark then stays
+    resident (measured: +60 MB per round of 200 streams, never given back) and ``calloc``
+    touches pages it would otherwise leave unmapped (an idle stream cost ~300 KB instead of
+    ~25 KB). Pinned, freed blocks go back to the system at once; the cost is a few mmap calls
+    per window. Not done when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator decided) or
+    outside glibc. Returns whether it was applied.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and friends: no mallopt
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(mallopt(M_MMAP_THRESHOLD, nbytes))
+
+
 async def run_server(detector: LiveDetector, options: DetectorOptions | None = None, *,
                      on_ready: Callable[[DetectorServer], None] | None = None, **kwargs: Any) -> None:
     """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here."""
+    pin_mmap_threshold()  # a server runs for days: memory must go back when streams end
     detector.start()
     server = DetectorServer(detector, options, **kwargs)
     await server.start()

@@ -377,3 +377,41 @@ def test_big_text_after_start(check, size: int) -> None:
 def test_floods_of_tiny_frames(check, size: int) -> None:
     # OPTS allow 100 messages/s after a burst of 200: a flood of 1000 is refused mid-way.
     check([start_with()] + [b"\x00" * size] * 1000, "rate_limited", before=("ready",), words="messages per second")
+
+
+# -- the HTTP handshake ---------------------------------------------------------------------------------
+
+header_names = st.sampled_from(["Host", "Origin", "Authorization", "Upgrade", "Connection", "Sec-WebSocket-Key",
+                                "Sec-WebSocket-Version", "Content-Length", "X-Junk"])
+header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+UPGRADE = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+           ("Sec-WebSocket-Version", "13")]
+
+
+def http_exchange(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+            if b"\r\n" in data:
+                break
+        return data
+
+
+@settings(FUZZ, max_examples=50)
+@given(path=st.sampled_from(["/v1/stream", "/healthz", "/", "/nope", "/v1/stream?token=x"]),
+       upgrade=st.booleans(), host=st.sampled_from(["127.0.0.1", "localhost:1", "evil.example", None]),
+       headers=st.lists(st.tuples(header_names, header_values), max_size=6))
+def test_odd_handshakes_get_an_http_answer_never_a_traceback(env, path, upgrade, host, headers) -> None:
+    server, good, capture = env
+    lines = [f"GET {path} HTTP/1.1"] + ([f"Host: {host}"] if host else []) + \
+        [f"{k}: {v}" for k, v in (UPGRADE if upgrade else []) + headers]
+    answer = http_exchange(server.server.port, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/1.1 ") else b""
+    assert status != b"500", answer
+    assert not [r for r in capture.snapshot() if r.exc_info or r.levelno >= logging.ERROR]
+    assert good.failures == []

@@ -1,0 +1,255 @@
+"""Limits and faults of the live server: throttling, idle hordes, non-reading clients, vanishing
+clients, a failing engine. (SIGTERM: tests/test_server.py; SIGKILL: tests/test_eventlog.py;
+protocol abuse: tests/test_protocol_fuzz.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from realtime.eventlog import open_event_log
+from realtime.events import parse_event
+from realtime.session import JsonLinesSink
+from tests.conftest import speech
+from tests.server_process import ServerProcess
+from tests.test_server import OPTS, client, running, s16, url
+from tests.test_session import FakeEngine
+
+START = {"type": "start", "sample_rate": 16000, "format": "s16le"}
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def test_audio_faster_than_the_realtime_factor_is_throttled_not_refused() -> None:
+    """10 s of audio sent at once: at 8x real time after a 1-s burst it takes >= 9/8 s to be
+    read; every window is still scored (backpressure, nothing shed), close 1000."""
+    audio = s16(np.resize(speech(10.0, 0), 160000))
+
+    async def main() -> None:
+        opts = replace(OPTS, max_realtime_factor=8.0, realtime_burst_s=1.0, max_pending=64)
+        async with running(options=opts) as server:
+            t0 = time.monotonic()
+            ev, close = await client(server, START, audio, frame=3200)
+            took = time.monotonic() - t0
+            assert close == 1000 and ev[-1].type == "summary"
+            assert ev[-1].windows == 13 and ev[-1].shed == 0 and ev[-1].duration_s == 10.0
+            assert took >= 9 / 8
+        async with running(options=replace(opts, max_realtime_factor=0.0)) as server:  # 0: no limit
+            t0 = time.monotonic()
+            ev, close = await client(server, START, audio, frame=3200)
+            assert close == 1000 and ev[-1].windows == 13
+            assert time.monotonic() - t0 < took
+
+    asyncio.run(main())
+
+
+def test_client_vanishing_mid_stream_still_gets_its_summary_recorded(tmp_path: Path) -> None:
+    """The client drops the TCP connection without "end": what it sent is scored, and its
+    score events and summary reach --json and the event log (not the client, who is gone)."""
+    from realtime.session import LiveDetector
+    from realtime.server import DetectorServer
+
+    log_path = tmp_path / "events.jsonl"
+    json_out = io.StringIO()
+    audio = s16(speech(6.0, 0))
+
+    async def main() -> None:
+        event_log = open_event_log(log_path)
+        det = LiveDetector(FakeEngine(), OPTS, sinks=[JsonLinesSink(json_out), event_log]).start()
+        server = DetectorServer(det, OPTS)
+        await server.start()
+        try:
+            received = []
+            async with connect(url(server)) as ws:
+                await ws.send(json.dumps({**START, "stream": "vanishing"}))
+                for i in range(0, len(audio), 3200):
+                    await ws.send(audio[i:i + 3200])
+                while sum(e.type == "score" for e in received) < 2:
+                    received.append(parse_event(await ws.recv()))
+                ws.transport.abort()  # gone: no close frame, no "end"
+            await wait_for(lambda: '"type":"summary"' in json_out.getvalue())
+            assert server.health()["streams"] == 0
+        finally:
+            server.shutdown()
+            await server.wait_closed()
+            await asyncio.to_thread(event_log.close)
+
+    asyncio.run(main())
+    printed = [parse_event(line) for line in json_out.getvalue().splitlines()]
+    assert [e.type for e in printed] == ["ready"] + ["score"] * 5 + ["summary"]
+    assert printed[-1].stream == "vanishing" and printed[-1].windows == 5 and printed[-1].duration_s == 6.0
+    logged = [parse_event(line) for line in log_path.read_text().splitlines()]
+    assert logged == printed[1:]  # the log has everything but "ready"
+
+
+class FailingOnce:
+    """Wraps an engine; its ``fail_at``-th call raises (as ONNX Runtime does, untyped)."""
+
+    def __init__(self, engine, fail_at: int) -> None:
+        self.engine, self.fail_at, self.calls, self.failed = engine, fail_at, 0, 0
+        self.window_samples, self.model_id, self.threshold = engine.window_samples, engine.model_id, engine.threshold
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            self.failed = len(x)
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : injected")
+        return self.engine.score(x)
+
+
+def test_engine_exception_on_one_batch_reports_those_windows_and_the_rest_go_on() -> None:
+    engine = FailingOnce(FakeEngine(), fail_at=3)
+    audio = [s16(speech(7.0, i)) for i in range(2)]
+
+    async def main() -> list:
+        async with running(engine=engine) as server:
+            return await asyncio.gather(*(client(server, {**START, "stream": f"s{i}"}, audio[i], frame=1600)
+                                          for i in range(2)))
+
+    results = asyncio.run(main())
+    assert engine.failed >= 1
+    errors = 0
+    for events, close in results:
+        assert close == 1000 and events[-1].type == "summary"
+        scores = [e for e in events if e.type == "score"]
+        failed = [e for e in events if e.type == "error"]
+        assert all(e.code == "engine_error" and "injected" in e.message and "not scored" in e.message for e in failed)
+        # Every window is accounted for: scored, or reported as an error; numbering goes on after it.
+        assert len(scores) + len(failed) == 7
+        assert events[-1].windows == len(scores)
+        errors += len(failed)
+    assert errors == engine.failed
+
+
+# -- many connections, and a client that never reads (the server in a subprocess, for its RSS) -----------
+
+async def idle_connections(server_url: str, n: int) -> list:
+    """``n`` connections that sent "start", got "ready" and then say nothing."""
+    async def one(i: int):
+        ws = await connect(server_url, open_timeout=20, close_timeout=1)
+        await ws.send(json.dumps({**START, "stream": f"idle-{i}"}))
+        assert parse_event(await ws.recv()).type == "ready"
+        return ws
+
+    conns = []
+    for k in range(0, n, 25):  # in waves: a 2-core box, and a listen backlog
+        conns += await asyncio.gather(*(one(i) for i in range(k, min(n, k + 25))))
+    return conns
+
+
+def never_reading_client(port: int, seconds: int, hold_s: float) -> None:
+    """Start a stream and send ``seconds`` of audio as fast as the kernel takes it, never reading a
+    reply; keep the connection open ``hold_s`` (while the throttled server reads and scores it).
+    A blocking socket with a small receive buffer, speaking WebSocket by hand."""
+    import base64
+    import os
+    import struct
+
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert s.recv(4096).startswith(b"HTTP/1.1 101")
+
+    def frame(opcode: int, payload: bytes) -> bytes:
+        mask = os.urandom(4)
+        n = len(payload)
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | (n if n < 126 else 126))
+        head += struct.pack("!H", n) if n >= 126 else b""
+        masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
+        return head + mask + masked
+
+    s.sendall(frame(1, json.dumps({**START, "stream": "never-reads"}).encode()))
+    chunk = s16(speech(2.0, 1))[:32000]  # 1 s per message
+    s.settimeout(60)
+    for _ in range(seconds):
+        s.sendall(frame(2, chunk))
+    time.sleep(hold_s)
+    s.close()
+
+
+def test_200_idle_connections_and_a_client_that_never_reads(checkpoints) -> None:
+    """RSS of a server subprocess, after a first round has set its high-water mark (ONNX
+    Runtime's arena grows to the largest batch seen, which --max-batch bounds): 200
+    idle streams cost < 0.5 MB each and leave nothing behind; a client that never reads its
+    replies costs next to nothing; /healthz and other clients are served throughout."""
+    n = 200
+    with ServerProcess(checkpoints["specrnet"], "--max-connections", str(n + 8), "--idle-timeout", "120",
+                       "--hop", "0.25", "--max-batch", "16") as server:
+
+        async def main() -> dict:
+            loop = asyncio.get_running_loop()
+            health = lambda: loop.run_in_executor(None, server.health)  # noqa: E731
+            # Round 1: the high-water marks.
+            ev, close = await stream(server.url, "warm-up", 5.0)
+            assert close == 1000
+            # Four at once, each 8 s ahead (the burst): windows queue up, batches reach --max-batch.
+            await asyncio.gather(*(loop.run_in_executor(None, never_reading_client, server.port, 30, 6.0)
+                                   for _ in range(4)))
+            conns = await idle_connections(server.url, n)
+            for ws in conns:
+                await ws.close()
+            await wait_for(lambda: server.health()["streams"] == 0, 20)
+            rss = {"base": server.rss_mb()}
+            # Round 2: measured.
+            conns = await idle_connections(server.url, n)
+            h = await health()
+            assert h["status"] == "ok" and h["streams"] == n
+            rss["idle"] = server.rss_mb()
+            t0 = time.monotonic()
+            ev, close = await stream(server.url, "while-idle", 5.0)  # still served, promptly
+            assert close == 1000 and ev[-1].type == "summary" and ev[-1].shed == 0
+            assert time.monotonic() - t0 < 20
+            await loop.run_in_executor(None, never_reading_client, server.port, 30, 6.0)
+            ev, close = await stream(server.url, "after-never-reader", 4.5)
+            assert close == 1000 and ev[-1].type == "summary"
+            rss["never_reader"] = server.rss_mb()
+            for ws in conns:
+                await ws.close()
+            await wait_for(lambda: server.health()["streams"] == 0, 20)
+            rss["after"] = server.rss_mb()
+            rss["health"] = await health()
+            return rss
+
+        r = asyncio.run(main())
+        print(f"RSS {r['base']:.1f} MB -> {r['idle']:.1f} MB with {n} idle streams -> {r['never_reader']:.1f} MB "
+              f"with a never-reading client -> {r['after']:.1f} MB when all are gone")
+        assert (r["idle"] - r["base"]) / n < 0.5, r
+        assert r["never_reader"] - r["idle"] < 20, r
+        assert r["after"] - r["base"] < 20, r  # nothing left behind per connection
+        assert r["health"]["status"] == "ok" and r["health"]["refused"] == 0
+        assert server.stop() == 0
+    assert not [line for line in server.log if "Traceback" in line]
+
+
+async def stream(server_url: str, name: str, seconds: float) -> tuple[list, int | None]:
+    audio = s16(speech(seconds, 0))
+    events = []
+    async with connect(server_url) as ws:
+        await ws.send(json.dumps({**START, "stream": name}))
+        for i in range(0, len(audio), 3200):
+            await ws.send(audio[i:i + 3200])
+        await ws.send(json.dumps({"type": "end"}))
+        try:
+            async for msg in ws:
+                events.append(parse_event(msg))
+        except ConnectionClosed:
+            pass
+    return events, ws.close_code
