@@ -2,5 +2,7 @@
 
 from .base import Source
 from .file import FileSource, read_audio
+from .mic import AudioDeviceError, MicSource, MicUnavailableError, list_devices  # sounddevice loads on use
 
-__all__ = ["Source", "FileSource", "read_audio"]
+__all__ = ["Source", "FileSource", "read_audio", "MicSource", "AudioDeviceError",
+           "MicUnavailableError", "list_devices"]
