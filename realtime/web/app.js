@@ -91,7 +91,7 @@
       g.clearRect(0, 0, w, h);
       const css = getComputedStyle(document.documentElement);
       const color = (name) => css.getPropertyValue(name).trim() || "#888";
-      const m = { l: 44, r: 12, t: 10, b: 26 };
+      const m = { l: 58, r: 12, t: 10, b: 26 };
       const pw = w - m.l - m.r;
       const ph = h - m.t - m.b;
       const lastEnd = events.length ? events[events.length - 1].end_s : 0;
@@ -112,6 +112,12 @@
         g.beginPath(); g.moveTo(m.l, Y(p)); g.lineTo(m.l + pw, Y(p)); g.stroke();
         g.fillText(p.toFixed(2), m.l - 6, Y(p));
       }
+      g.save();
+      g.translate(12, m.t + ph / 2);
+      g.rotate(-Math.PI / 2);
+      g.textAlign = "center";
+      g.fillText("spoof probability", 0, 0);
+      g.restore();
       g.textAlign = "center";
       g.textBaseline = "top";
       const step = span > 30 ? 10 : span > 12 ? 5 : 1;
