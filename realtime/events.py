@@ -187,11 +187,12 @@ class ScoreEvent(_Event):
 class SummaryEvent(_Event):
     """End of a stream or file: the file-level verdict over all scored windows.
 
-    ``model`` and ``duration_s`` (seconds of audio) are optional and left out when None.
+    ``model`` and ``duration_s`` (seconds of audio) are optional and left out when None;
+    ``tiled`` (only present when true) flags a clip shorter than one window, scored tiled.
     """
 
     type: ClassVar[str] = "summary"
-    _optional: ClassVar[frozenset[str]] = frozenset({"model", "duration_s"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"model", "duration_s", "tiled"})
 
     stream: str
     windows: int
@@ -200,9 +201,11 @@ class SummaryEvent(_Event):
     shed: int = 0
     model: str | None = None
     duration_s: float | None = None
+    tiled: bool = False
 
     def __post_init__(self) -> None:
         _str(self, "stream")
+        _bool(self, "tiled")
         _int(self, "windows")
         _num(self, "spoof_probability", 0.0, 1.0, optional=True)
         _label(self)
@@ -219,6 +222,8 @@ class SummaryEvent(_Event):
             d["model"] = self.model
         if self.duration_s is not None:
             d["duration_s"] = round(self.duration_s, 3)
+        if self.tiled:
+            d["tiled"] = True
         return d
 
 

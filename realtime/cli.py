@@ -1,0 +1,299 @@
+"""realtime-detect: score speech for synthetic (deepfake) voices, live or from files.
+
+Examples:
+  realtime-detect --input demo                       bundled clip, streamed in real time
+  realtime-detect --input call.wav --model specrnet  one event per 0.5 s hop, as it plays
+  realtime-detect --input a.wav b.mp3 dir/ --offline --json
+                                                     as fast as possible, a summary per file
+  realtime-detect --input mic                        the default microphone
+  realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
+  ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
+  realtime-detect --list-engines                     what can run on this machine, and why not
+
+Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
+Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from realtime.options import DetectorOptions
+
+DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Output:
+    """Routes events to JSON lines (stdout) and/or the console view; errors always reach stderr."""
+
+    def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool) -> None:
+        from realtime.console import ConsoleView
+
+        self.json, self.quiet, self.stdout, self.stderr = options.json, options.quiet, stdout, stderr
+        self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
+        self.errors = 0
+
+    def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
+        from realtime.console import format_error
+
+        if ev.type == "error":
+            self.errors += 1
+            print(format_error(ev, color=False), file=self.stderr, flush=True)
+        if self.json:
+            print(ev.to_json(), file=self.stdout, flush=True)
+        elif not self.quiet and ev.type != "error":
+            self.view.show(ev)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engines import ENGINE_CHOICES
+
+    ap = argparse.ArgumentParser(prog="realtime-detect", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_argument_group("input")
+    src.add_argument("--input", "-i", nargs="+", metavar="SRC",
+                     help="audio files or folders, 'demo' (bundled clip), 'mic', 'ws' (server) or '-' (raw PCM on stdin)")
+    src.add_argument("--offline", action="store_true",
+                     help="files: score as fast as possible and print one summary per file (default: replay in real time)")
+    src.add_argument("--windows", action="store_true", help="with --offline: also emit every window's score event")
+    src.add_argument("--speed", type=float, default=1.0, help="replay speed for files without --offline (default 1.0)")
+    src.add_argument("--format", dest="stdin_format", choices=("s16le", "f32le"), default="s16le",
+                     help="stdin sample format (default s16le)")
+    src.add_argument("--rate", dest="stdin_rate", type=int, default=16000, help="stdin sample rate in Hz (default 16000)")
+    src.add_argument("--channels", dest="stdin_channels", type=int, default=1, help="stdin channels, interleaved (default 1)")
+    mdl = ap.add_argument_group("model")
+    mdl.add_argument("--model", "-m", default="specrnet",
+                     help="'specrnet' or 'resmax' (shipped weights) or a checkpoint folder (default specrnet)")
+    mdl.add_argument("--engine", "-e", default="auto", choices=ENGINE_CHOICES,
+                     help="inference backend; auto: TensorRT, then CUDA, then ONNX Runtime on the CPU")
+    mdl.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    mdl.add_argument("--max-batch", type=int, default=64, help="most windows per engine call (default 64)")
+    mdl.add_argument("--hop", dest="hop_s", type=float, default=0.5, help="seconds between window starts (default 0.5)")
+    mdl.add_argument("--threshold", type=float, default=None,
+                     help="spoof probability above which a window is labelled spoof (default: the model's)")
+    mdl.add_argument("--aggregate", default="mean_logit", choices=("mean_logit", "mean_prob", "max"),
+                     help="file verdict from its windows (default mean_logit: mean of logits, then sigmoid)")
+    out = ap.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
+    out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
+    out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
+    srv = ap.add_argument_group("WebSocket server (--input ws)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    srv.add_argument("--token", default=os.environ.get("REALTIME_DETECT_TOKEN"),
+                     help="require this bearer token (default: $REALTIME_DETECT_TOKEN; prefer the variable, "
+                          "a command line is visible to other users)")
+    srv.add_argument("--allow-origin", dest="allowed_origins", action="append", default=[], metavar="ORIGIN",
+                     help="browser origin allowed to connect, repeatable ('*' for any; default: same origin only)")
+    srv.add_argument("--max-connections", type=int, default=64, help="concurrent streams (default 64; then HTTP 503)")
+    srv.add_argument("--idle-timeout", dest="idle_timeout_s", type=float, default=30.0,
+                     help="close a stream silent for this many seconds (default 30)")
+    srv.add_argument("--insecure", action="store_true",
+                     help="allow listening on a non-loopback address without --token")
+    live = ap.add_argument_group("live streams (ws, stdin)")
+    live.add_argument("--max-wait-ms", type=float, default=5.0,
+                      help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
+    live.add_argument("--max-pending", type=int, default=8,
+                      help="windows queued per stream before its oldest is shed under overload (default 8)")
+    live.add_argument("--parallel", type=int, default=1,
+                      help="split each batch over N concurrent single-engine calls (with --threads 1, "
+                           "N = cores scales better than --threads N for SpecRNet; default 1)")
+    live.add_argument("--max-delay-ms", type=float, default=1000.0,
+                      help="shed live windows that waited longer than this for the engine (default 1000)")
+    live.add_argument("--max-queue", type=int, default=256,
+                      help="windows queued in all before shedding (default 256, 256 KB each)")
+    alr = ap.add_argument_group("alerts (live streams)")
+    alr.add_argument("--smoothing", choices=("ema", "mean", "none"), default="ema",
+                     help="smoothing of window scores before the alert rule (default ema)")
+    alr.add_argument("--ema-alpha", type=float, default=0.5, help="weight of the newest window in the EMA (default 0.5)")
+    alr.add_argument("--alert-n", type=int, default=5, help="alert rule: over the last N speech windows (default 5)")
+    alr.add_argument("--alert-on", type=int, default=3, help="alert when at least this many are over the threshold (default 3)")
+    alr.add_argument("--alert-off", type=int, default=1,
+                     help="clear the alert when fewer than this many are over (default 1: none)")
+    alr.add_argument("--speech-gate", choices=("energy", "off"), default="energy",
+                     help="windows without speech are labelled no_speech and not scored (default energy)")
+    alr.add_argument("--gate-db", type=float, default=-50.0,
+                     help="energy gate: frame level counted as speech, dBFS (default -50)")
+    alr.add_argument("--save-alerts", type=Path, default=None, metavar="DIR",
+                     help="save each alerting window as DIR/<stream>-<seq>.wav with its JSON event")
+    info = ap.add_argument_group("information")
+    info.add_argument("--list-engines", action="store_true", help="show which engines can run here and why not")
+    return ap
+
+
+def options_from_args(args: argparse.Namespace) -> DetectorOptions:
+    from realtime.alerts import AlertOptions
+
+    opts = DetectorOptions()
+    for name in vars(opts):
+        if hasattr(args, name):
+            setattr(opts, name, getattr(args, name))
+    if hasattr(args, "alert_n"):
+        opts.alerts = AlertOptions(threshold=args.threshold, smoothing=args.smoothing, ema_alpha=args.ema_alpha,
+                                   n=args.alert_n, k_on=args.alert_on, k_off=args.alert_off,
+                                   gate=args.speech_gate, gate_db=args.gate_db)
+    return opts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be at least 1")
+    if args.max_batch < 1:
+        ap.error(f"--max-batch {args.max_batch}: must be at least 1")
+    if not 0.01 <= args.hop_s <= 30:
+        ap.error(f"--hop {args.hop_s}: must be between 0.01 and 30 seconds")
+    if not 0.01 <= args.speed <= 1000:
+        ap.error(f"--speed {args.speed}: must be between 0.01 and 1000")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        ap.error(f"--threshold {args.threshold}: must be a probability between 0 and 1")
+    if not 0 <= args.port <= 65535:
+        ap.error(f"--port {args.port}: must be 0..65535")
+    for name in ("max_connections", "max_pending", "max_queue", "parallel"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if not 0 < args.idle_timeout_s <= 86400:
+        ap.error(f"--idle-timeout {args.idle_timeout_s}: must be between 0 and 86400 seconds")
+    if not 0 <= args.max_wait_ms <= 1000:
+        ap.error(f"--max-wait-ms {args.max_wait_ms}: must be between 0 and 1000")
+    if not 0 <= args.max_delay_ms <= 600_000:
+        ap.error(f"--max-delay-ms {args.max_delay_ms}: must be between 0 and 600000")
+    if args.input and args.input[0] == "ws" and args.token is None and not args.insecure \
+            and not _is_loopback(args.host):
+        ap.error(f"--host {args.host}: serving beyond this machine without --token; "
+                 "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
+
+
+def list_engines(stdout: TextIO) -> int:
+    from engines import available_engines
+
+    for s in available_engines():
+        print(f"{'yes' if s.available else 'no ':3s}  {s.name:9s} {s.reason}", file=stdout)
+    return EXIT_OK
+
+
+async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool) -> int:
+    import engines
+    from realtime.filerun import FileScorer
+
+    engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
+    scorer = FileScorer(engine, options, output)
+    failed = 0
+    try:
+        for path in paths:
+            result = await scorer.score_file(path, realtime=not options.offline, emit_windows=emit_windows)
+            failed += result.type == "error"
+    finally:
+        scorer.close()
+        engine.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _load_engine(options: DetectorOptions):
+    import engines
+
+    return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
+
+
+async def _run_stdin(options: DetectorOptions, output: Output) -> int:
+    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
+    from realtime.session import LiveDetector
+    from realtime.sources import StdinSource
+
+    source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
+    engine = _load_engine(options)
+    detector = LiveDetector(engine, options, sinks=[output]).start()
+    try:
+        # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
+        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
+        await session.run(source)
+    finally:
+        await detector.aclose()
+        engine.close()
+    return EXIT_FAILED if output.errors else EXIT_OK
+
+
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> int:
+    """WebSocket server (``--input ws``) until SIGTERM/SIGINT."""
+    from realtime.console import ConsoleView
+    from realtime.server import run_server
+    from realtime.session import ConsoleSink, JsonLinesSink, LiveDetector
+
+    logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
+    sinks = []
+    if options.json:
+        sinks.append(JsonLinesSink(stdout))
+    elif not options.quiet:
+        sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
+    engine = _load_engine(options)
+    try:
+        await run_server(LiveDetector(engine, options, sinks=sinks), options)
+    finally:
+        engine.close()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.list_engines:
+        return list_engines(stdout)
+    if not args.input:
+        ap.error("--input is required (try --input demo)")
+    _validate(args, ap)
+    options = options_from_args(args)
+
+    from engines import CheckpointError, EngineError, MissingExtraError
+    from realtime.errors import RealtimeError
+
+    special = {"mic", "ws", "-"}
+    if any(x in special for x in args.input) and len(args.input) > 1:
+        ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
+    kind = args.input[0] if args.input[0] in special else "files"
+    try:
+        if kind == "files":
+            from realtime.filerun import expand_inputs
+
+            paths = [DEMO_CLIP if x == "demo" else Path(x) for x in args.input]
+            files = expand_inputs(paths)
+            if not files:
+                print(f"realtime-detect: no audio files found in {' '.join(args.input)}", file=stderr)
+                return EXIT_FAILED
+            output = Output(options, stdout, stderr, show_stream=len(files) > 1)
+            emit_windows = not options.offline or args.windows
+            return asyncio.run(_run_files(files, options, output, emit_windows))
+        if kind == "-":
+            output = Output(options, stdout, stderr, show_stream=False)
+            return asyncio.run(_run_stdin(options, output))
+        if kind == "ws":
+            return asyncio.run(_run_ws(options, stdout, stderr))
+        ap.error(f"--input {kind}: not available in this build")
+    except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
+        print(f"realtime-detect: {e}", file=stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""realtime-detect on files: offline summaries, bad inputs, paced streaming (random weights)."""
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from realtime.cli import main
+from tests.conftest import REPO, speech
+
+
+def run_cli(args: list[str]) -> tuple[int, list[dict], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(args, stdout=out, stderr=err)
+    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    return code, events, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("mixed")
+    sf.write(d / "a_16k.wav", speech(6.0, 0), 16000)
+    stereo = soxr.resample(np.stack([speech(7.0, 1), speech(7.0, 2)], axis=1), 16000, 44100)
+    sf.write(d / "b_44k_stereo.flac", stereo, 44100)
+    sf.write(d / "c.mp3", soxr.resample(speech(5.0, 3), 16000, 44100), 44100, format="MP3")
+    sf.write(d / "d_short.wav", speech(1.5, 0), 16000)
+    nan = speech(5.0, 1)
+    nan[20000] = np.nan
+    sf.write(d / "e_nan.wav", nan, 16000, subtype="FLOAT")
+    (d / "f_empty.wav").write_bytes(b"")
+    (d / "g_text.wav").write_text("this is not audio\n")
+    sf.write(d / "full.flac", speech(8.0, 2), 16000)
+    raw = (d / "full.flac").read_bytes()
+    (d / "full.flac").unlink()
+    (d / "h_corrupt.flac").write_bytes(raw[: len(raw) // 2])  # header intact, audio cut mid-frame
+    (d / "notes.txt").write_text("ignored: not an audio extension\n")
+    return d
+
+
+def test_offline_folder_of_mixed_files(checkpoints: dict[str, Path], mixed_folder: Path) -> None:
+    code, events, err = run_cli(["--input", str(mixed_folder), "--offline", "--json", "--model", str(checkpoints["specrnet"])])
+    assert code == 1, "some files failed, so the exit code must say so"
+    by_file = {Path(e["stream"]).name: e for e in events}
+    assert "notes.txt" not in by_file
+    good = {"a_16k.wav": 5, "b_44k_stereo.flac": 7, "c.mp3": 3, "d_short.wav": 1}
+    for name, n_windows in good.items():
+        ev = by_file[name]
+        assert ev["type"] == "summary", ev
+        # 4-s windows every 0.5 s plus one window ending at the end of the audio.
+        assert ev["windows"] == n_windows, (name, ev)
+        assert 0.0 <= ev["spoof_probability"] <= 1.0
+        assert ev["label"] in ("spoof", "bonafide")
+    assert by_file["d_short.wav"].get("tiled") is True and "tiled" not in by_file["a_16k.wav"]
+    assert abs(by_file["b_44k_stereo.flac"]["duration_s"] - 7.0) < 0.01
+    for name, reason in {"e_nan.wav": "NaN", "f_empty.wav": "empty", "g_text.wav": "not a readable audio file",
+                         "h_corrupt.flac": "decoding failed"}.items():
+        ev = by_file[name]
+        assert ev["type"] == "error" and ev["code"] == "bad_audio" and reason in ev["message"], ev
+    # One stderr line per failed file, naming it.
+    err_lines = [line for line in err.splitlines() if line.strip()]
+    assert len(err_lines) == 4 and all(any(n in line for n in ("e_nan", "f_empty", "g_text", "h_corrupt")) for line in err_lines)
+
+
+def test_offline_summary_is_mean_of_window_logits(checkpoints: dict[str, Path], mixed_folder: Path) -> None:
+    wav = mixed_folder / "a_16k.wav"
+    code, events, _ = run_cli(["--input", str(wav), "--offline", "--windows", "--json", "--model", str(checkpoints["resmax"])])
+    assert code == 0
+    scores = [e for e in events if e["type"] == "score"]
+    summary = events[-1]
+    assert summary["type"] == "summary" and len(scores) == summary["windows"] == 5
+    assert [e["seq"] for e in scores] == list(range(5))
+    assert [e["start_s"] for e in scores] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    p = np.array([e["spoof_probability"] for e in scores], dtype=np.float64)
+    z = np.log(p / (1 - p))
+    assert summary["spoof_probability"] == pytest.approx(1 / (1 + np.exp(-z.mean())), abs=2e-4)
+    # The same windows scored directly through the engine give the same probabilities.
+    import engines
+
+    audio = sf.read(wav, dtype="float32")[0]
+    windows = np.stack([audio[s : s + 64000] for s in range(0, 8001 * 4, 8000)][:5])
+    direct = engines.load(checkpoints["resmax"], engine="onnx").score(windows)
+    np.testing.assert_allclose(p, direct, atol=1e-4)
+
+
+def test_console_view_and_usage_errors(checkpoints: dict[str, Path], mixed_folder: Path) -> None:
+    code, _, _ = run_cli(["--input", str(mixed_folder / "a_16k.wav"), "--offline", "--model", str(checkpoints["specrnet"])])
+    assert code == 0
+    out = io.StringIO()
+    main(["--input", str(mixed_folder / "a_16k.wav"), "--offline", "--no-color", "--model", str(checkpoints["specrnet"])], stdout=out)
+    assert "a_16k.wav" in out.getvalue() and ("SPOOF" in out.getvalue() or "BONAFIDE" in out.getvalue())
+    with pytest.raises(SystemExit) as e:
+        main(["--input", "x.wav", "--threshold", "2"], stdout=io.StringIO(), stderr=io.StringIO())
+    assert e.value.code == 2
+    code, _, err = run_cli(["--input", str(mixed_folder / "a_16k.wav"), "--model", "/nonexistent/model"])
+    assert code == 1 and "neither a shipped model" in err and len(err.splitlines()) == 1
+
+
+def test_list_engines() -> None:
+    out = io.StringIO()
+    assert main(["--list-engines"], stdout=out) == 0
+    text = out.getvalue()
+    assert "onnx" in text and "tensorrt" in text and "cuda" in text
+
+
+@pytest.mark.slow
+def test_paced_file_prints_one_event_per_hop_in_real_time(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    wav = tmp_path / "five.wav"
+    sf.write(wav, speech(5.0, 2), 16000)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cli", "--input", str(wav), "--json",
+                             "--model", str(checkpoints["specrnet"])], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    arrivals: list[tuple[float, dict]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        arrivals.append((time.monotonic() - t0, json.loads(line)))
+    assert proc.wait(timeout=30) == 0
+    scores = [(t, e) for t, e in arrivals if e["type"] == "score"]
+    assert [e["end_s"] for _, e in scores] == [4.0, 4.5, 5.0]
+    # Paced: the window ending at 4.5 s cannot be scored before 4.5 s of audio has played.
+    first, last = scores[0][0], scores[-1][0]
+    assert last - first >= 0.8, f"events were not paced: {[round(t, 2) for t, _ in scores]}"
+    assert all(e["latency_ms"] < 1000 for _, e in scores)
+    assert arrivals[-1][1]["type"] == "summary" and arrivals[-1][1]["windows"] == 3
