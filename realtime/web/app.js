@@ -34,6 +34,7 @@
 
   const events = []; // score events of the current stream (exposed for tests)
   let session = null;
+  let lastRate = 0;
 
   // ---- threshold: ?threshold=0.7 in the URL, else the server's (if its ready says), else 0.5
   const urlThreshold = (() => {
@@ -222,6 +223,7 @@
       this.ctx = new AudioContext({ latencyHint: "interactive" });
       await this.ctx.audioWorklet.addModule(new URL("worklet.js", document.baseURI));
       this.rate = this.ctx.sampleRate;
+      lastRate = this.rate;
       this.node = new AudioWorkletNode(this.ctx, "rtd-capture", {
         numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
         channelCount: 1, channelCountMode: "explicit", channelInterpretation: "speakers", // downmix to mono
@@ -349,7 +351,9 @@
       this.closed = true;
       this.stopAudio();
       window.__rtd.closeCode = e.code;
-      const why = e.reason || CLOSE_REASONS[e.code] || "closed";
+      // The meaning of the code, plus the server's reason when it adds something.
+      const known = CLOSE_REASONS[e.code];
+      const why = known ? (e.reason && e.reason !== known ? `${known}: ${e.reason}` : known) : (e.reason || "closed");
       if (e.code === 1000 && this.ending) {
         setStatus("closed", "finished");
       } else if (!wasClosed) {
@@ -435,7 +439,7 @@
     events,
     drawnPoints: () => chart.drawn,
     state: () => ui.status.dataset.state,
-    sampleRate: () => (session ? session.rate : 0),
+    sampleRate: () => lastRate, // of the current or last stream
     summary: null,
     closeCode: null,
     errors: [],
