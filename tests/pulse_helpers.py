@@ -18,6 +18,15 @@ no ``--system`` needed. Everything it writes (socket, runtime dir, cookie, state
 under the given directory: ``XDG_RUNTIME_DIR``, ``PULSE_RUNTIME_PATH``, ``PULSE_STATE_PATH``
 and ``HOME`` point there, and the native protocol socket allows anonymous clients.
 
+A CLI test would look like::
+
+    with PulseAudio(tmp_path / "pulse") as pa:
+        cli = subprocess.Popen(["realtime-detect", "--input", "mic", "--device", PORTAUDIO_DEVICE,
+                                "--json", ...], env={**os.environ, **pa.env}, stdout=subprocess.PIPE)
+        # once it listens (first event, or a short wait):
+        assert pa.play(wav).wait() == 0
+        cli.send_signal(signal.SIGINT)
+
 Needs the Debian packages ``pulseaudio`` and ``pulseaudio-utils`` (``pactl``, ``paplay``),
 plus ``libportaudio2`` and ``libasound2-plugins`` for PortAudio capture.
 """

@@ -124,6 +124,45 @@ def test_callback_counts_overflows_and_wakes_the_loop():
     assert (src.overflows, src.device_overflows, src.dropped_frames) == (2, 1, 5)
 
 
+def test_a_stream_that_never_closes_is_abandoned_not_waited_for():
+    """libpulse can deadlock when its server dies; PortAudio's abort then never returns."""
+    import threading
+    import types
+
+    release = threading.Event()
+
+    class StuckStream:
+        def abort(self, ignore_errors=False):
+            release.wait(30)
+
+        def close(self, ignore_errors=False):
+            pass
+
+    src = MicSource.__new__(MicSource)
+    src._sd = types.SimpleNamespace(_exit_handler=lambda: None)
+    src._gen, src.stuck, src.close_timeout_s = 0, False, 0.2
+    src._stream = stuck = StuckStream()
+    t0 = time.monotonic()
+    try:
+        asyncio.run(src._close_stream())
+        assert time.monotonic() - t0 < 5
+        assert src.stuck and src._stream is None and stuck in mic_mod._stuck_streams
+    finally:
+        release.set()
+        mic_mod._stuck_streams.remove(stuck)
+
+
+def test_in_daemon_thread_returns_raises_and_times_out():
+    async def run():
+        assert await mic_mod._in_daemon_thread(lambda: 42, 5) == 42
+        with pytest.raises(ZeroDivisionError):
+            await mic_mod._in_daemon_thread(lambda: 1 / 0, 5)
+        with pytest.raises(TimeoutError):
+            await mic_mod._in_daemon_thread(lambda: time.sleep(1), 0.05)
+
+    asyncio.run(run())
+
+
 # -- missing libraries ------------------------------------------------------------------
 
 def test_missing_sounddevice(monkeypatch):
@@ -195,7 +234,11 @@ def test_capture_through_pulseaudio_matches_played_clip(pulse, tmp_path):
     sf.write(wav, clip, 16000, subtype="FLOAT")
     src = MicSource("pulse", block_s=0.05)
     assert isinstance(src, Source) and src.stream_id == "mic"
-    assert "pulse" in mic_mod.list_devices()
+    table = mic_mod.list_devices().splitlines()
+    assert table[0].split() == ["index", "channels", "default", "rate", "name", "(host", "API)"]
+    row = [line.lstrip("* ").split() for line in table[1:-1]]
+    assert [str(src.device_index), str(32), f"{src.sample_rate}", "Hz", "pulse", "(ALSA)"] in row
+    assert table[-1] == "* default input device"
     windower = StreamWindower("mic", src.sample_rate, src.channels)
     captured: list[np.ndarray] = []
     windows = []
@@ -298,3 +341,24 @@ def test_retry_gives_up_after_max_retries(pulse):
 
     with pytest.raises(AudioDeviceError, match="gave up after 2 reopen attempts"):
         asyncio.run(asyncio.wait_for(run(), 30))
+
+
+@pytest.mark.audio
+def test_break_closes_the_stream_and_a_second_iteration_starts_fresh(pulse):
+    src = MicSource("pulse", block_s=0.02)
+
+    async def run():
+        for _ in range(2):
+            n = 0
+            async for chunk, _rate in src:
+                n += len(chunk)
+                if n >= src.sample_rate // 5:
+                    break
+            for _ in range(200):  # the abandoned generator is closed by the loop's finalizer hook
+                await asyncio.sleep(0.01)
+                if not src._running:
+                    break
+            assert src._stream is None and not src._running
+            assert src.frames_captured >= src.sample_rate // 5
+
+    asyncio.run(asyncio.wait_for(run(), 20))

@@ -22,9 +22,12 @@ PortAudio library (Debian: ``libportaudio2``).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -149,14 +152,52 @@ def list_devices() -> str:
     rows = [(i, d) for i, d in enumerate(devices) if d.get("max_input_channels", 0) > 0]
     if not rows:
         return "no audio input devices found (is a microphone or sound server available?)"
-    lines = ["    index  channels  default rate  name (host API)"]
+    lines = ["  index  channels  default rate  name (host API)"]
     for i, d in rows:
         mark = "*" if i == default else " "
         api = apis[d["hostapi"]] if 0 <= d.get("hostapi", -1) < len(apis) else "?"
-        lines.append(f"  {mark} {i:5d}  {d['max_input_channels']:8d}  {d['default_samplerate']:9.0f} Hz"
+        lines.append(f"{mark} {i:5d}  {d['max_input_channels']:8d}  {d['default_samplerate']:9.0f} Hz"
                      f"  {d['name']} ({api})")
-    lines.append("  * default input device")
+    lines.append("* default input device")
     return "\n".join(lines)
+
+
+_stuck_streams: list[Any] = []  # streams whose close never returned (kept alive, see MicSource._close_stream)
+
+
+async def _in_daemon_thread(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in a new daemon thread; its result, its exception, or TimeoutError after ``timeout`` s.
+
+    Not asyncio.to_thread: executor threads are joined at interpreter exit, so one stuck
+    in PortAudio would hang the exit; a daemon thread is left behind.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except Exception as e:  # handed over to the awaiting coroutine, which re-raises it
+            ok, value = False, e
+        else:
+            ok, value = True, result
+        try:
+            loop.call_soon_threadsafe(deliver, ok, value)
+        except RuntimeError:  # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="realtime-mic", daemon=True).start()
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(fut)
+    except (TimeoutError, asyncio.CancelledError):
+        # A late exception is nobody's business any more; retrieve it so asyncio does not log it.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise
 
 
 def _positive(name: str, v: object) -> float:
@@ -289,7 +330,11 @@ class MicSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._stream: Any = None
+        self._gen = 0  # bumped at every open and close; a stream's callbacks check it
         self._running = False
+        self.stuck = False  # a stream of this source could not be closed (see _close_stream)
+        self.open_timeout_s = 10.0
+        self.close_timeout_s = 3.0
 
     def _reset_counters(self) -> None:
         self._ring.clear()
@@ -340,18 +385,30 @@ class MicSource:
             except RuntimeError:  # loop already closed: nobody left to wake
                 pass
 
-    # -- event loop -----------------------------------------------------------------------
+    # -- stream lifecycle (PortAudio calls that may block run in daemon threads) ---------
 
-    def _open_stream(self, rescan: bool) -> Any:
-        """Open and start a stream on the device (runs in a worker thread: opening can be slow)."""
+    def _open_stream(self, gen: int, rescan: bool) -> Any:
+        """Open and start a stream on the device; runs in a helper thread (opening can be slow)."""
         sd = self._sd
         if rescan:
             _rescan(sd)
         devices, default = input_devices(sd)
         index = resolve_device(self.device_spec, devices, default)
+
+        # Callbacks of a stream this source no longer owns (closed, or whose open timed out)
+        # stop that stream instead of writing into the ring: one producer at a time.
+        def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+            if self._gen != gen:
+                raise sd.CallbackAbort
+            self._callback(indata, frames, time_info, status)
+
+        def finished() -> None:
+            if self._gen == gen:
+                self._finished()
+
         stream = sd.InputStream(device=index, channels=self.channels, samplerate=self.sample_rate,
                                 blocksize=self.blocksize, dtype="float32",
-                                callback=self._callback, finished_callback=self._finished)
+                                callback=callback, finished_callback=finished)
         try:
             stream.start()
         except sd.PortAudioError:
@@ -360,18 +417,42 @@ class MicSource:
         self.device_index, self.device_name = index, devices[index]["name"]
         return stream
 
-    def _close_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            # abort() does not wait for queued buffers; errors of a dead device are moot here.
-            stream.abort(ignore_errors=True)
-            stream.close(ignore_errors=True)
-
     async def _start(self, rescan: bool) -> None:
+        self._gen += 1
         self._lost = False
         self._last_callback = self._clock()
         self._callbacks = 0
-        self._stream = await asyncio.to_thread(self._open_stream, rescan)
+        try:
+            self._stream = await _in_daemon_thread(partial(self._open_stream, self._gen, rescan),
+                                                   self.open_timeout_s)
+        except TimeoutError:
+            self._gen += 1  # if the open completes later, that stream aborts itself on its first callback
+            raise AudioDeviceError(self.device_label, f"opening did not finish within {self.open_timeout_s:g} s "
+                                   "(audio system stuck?)") from None
+
+    async def _close_stream(self) -> None:
+        """Stop and close the stream, waiting at most ``close_timeout_s``.
+
+        A sound server that dies can deadlock inside libpulse/ALSA, and PortAudio's abort
+        then waits forever for its audio thread. Such a stream is abandoned: kept referenced
+        (its C callbacks must stay valid), never touched again, and sounddevice's exit
+        handler, which would try to close it and hang the process at exit, is unregistered.
+        """
+        self._gen += 1
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+
+        def close() -> None:
+            stream.abort(ignore_errors=True)  # abort(): no waiting for queued buffers
+            stream.close(ignore_errors=True)
+
+        try:
+            await _in_daemon_thread(close, self.close_timeout_s)
+        except TimeoutError:
+            _stuck_streams.append(stream)
+            atexit.unregister(self._sd._exit_handler)
+            self.stuck = True
 
     def _why_lost(self) -> str | None:
         """Why the running stream counts as lost, or None while it delivers."""
@@ -385,13 +466,15 @@ class MicSource:
         return None
 
     async def _reconnect(self, why: str) -> None:
-        self._close_stream()
+        await self._close_stream()
         last = why
         for attempt in range(self.max_retries):
             await asyncio.sleep(min(0.25 * 2 ** attempt, 8.0))
+            # Rescan so a replugged device is found, unless that would close another source's
+            # stream, or hang on an abandoned one (PortAudio's terminate closes every stream).
+            rescan = MicSource._open_sources == {id(self)} and not _stuck_streams
             try:
-                # Rescan so a replugged device is found, unless another MicSource has a stream open.
-                await self._start(rescan=MicSource._open_sources == {id(self)})
+                await self._start(rescan)
             except (self._sd.PortAudioError, AudioDeviceError) as e:
                 last = str(e)
                 continue
@@ -443,7 +526,7 @@ class MicSource:
                 finally:
                     self._waiting = False
         finally:
-            self._close_stream()
+            await self._close_stream()
             MicSource._open_sources.discard(id(self))
             self._running = False
 
