@@ -4,7 +4,8 @@ Threading (DESIGN.md section 6): PortAudio calls :meth:`MicSource._callback` on 
 thread. The callback only copies ``indata`` into a preallocated ring (single producer,
 single consumer: the callback alone advances the write count, the event loop alone the
 read count, each published after its copy), counts overflows and, when the event loop
-is waiting, wakes it with ``call_soon_threadsafe``. It never blocks, logs or raises.
+is waiting, wakes it with ``call_soon_threadsafe``. It never blocks or logs, and raises
+only ``CallbackAbort``, to stop a stream this source no longer owns.
 When the ring is full the whole block is dropped and counted (``overflows``,
 ``dropped_frames``); overflows PortAudio itself reports (the OS lost audio before the
 callback ran) are counted in ``overflows`` and ``device_overflows``.
@@ -13,7 +14,13 @@ A device that stops delivering (stream aborted by PortAudio, unplugged, sound se
 gone, no callback for ``stall_s``) raises :class:`AudioDeviceError` naming the device,
 or, with ``retry=True``, is reopened with exponential backoff (at most ``max_retries``
 attempts per outage). Audio lost during an outage is not replaced: the stream just
-continues, so stream time falls behind wall time by the length of the gap.
+continues, so stream time falls behind wall time by the length of the gap. The first
+open is not retried: a wrong ``--device`` fails at once.
+
+Opening and closing streams run in daemon threads with timeouts, because a sound server
+that dies can deadlock libpulse under PortAudio (seen with PulseAudio 16.1 through the ALSA
+pulse plugin); a stream whose close never returns is abandoned (``stuck`` becomes True)
+rather than hanging the event loop or the process exit.
 
 sounddevice is imported on first use (extra ``realtime-detect[mic]``); it needs the
 PortAudio library (Debian: ``libportaudio2``).
