@@ -9,6 +9,9 @@ Examples:
   realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
   ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
   realtime-detect --list-engines                     what can run on this machine, and why not
+  realtime-detect --input call.wav --dashboard       live plot window (extra: dashboard)
+  realtime-detect --input call.wav --offline --plot timeline.png
+                                                     the timeline as an image (extra: plot)
 
 Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
@@ -19,10 +22,14 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from realtime.options import DetectorOptions
+
+if TYPE_CHECKING:
+    from realtime.filerun import RunObserver
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -82,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
+    out.add_argument("--dashboard", action="store_true",
+                     help="live window: probability timeline, verdict, level, spectrogram (extra: dashboard)")
+    out.add_argument("--dashboard-exit", action="store_true",
+                     help="with --dashboard: close the window when the input ends (default: keep it open)")
+    out.add_argument("--plot", type=Path, metavar="PATH",
+                     help="files: write each file's timeline image (.png/.svg/.pdf; several files: "
+                          "PATH-<file stem>.png; a folder: FOLDER/<file stem>.png) (extra: plot)")
     info = ap.add_argument_group("information")
     info.add_argument("--list-engines", action="store_true", help="show which engines can run here and why not")
     return ap
@@ -106,6 +120,13 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--speed {args.speed}: must be between 0.01 and 1000")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         ap.error(f"--threshold {args.threshold}: must be a probability between 0 and 1")
+    if args.plot is not None and not args.plot.is_dir():
+        from realtime.plot import FORMATS
+
+        if args.plot.suffix.lower() not in FORMATS:
+            ap.error(f"--plot {args.plot}: name an image ({', '.join(FORMATS)}) or an existing folder")
+    if args.dashboard_exit and not args.dashboard:
+        ap.error("--dashboard-exit needs --dashboard")
 
 
 def list_engines(stdout: TextIO) -> int:
@@ -116,21 +137,50 @@ def list_engines(stdout: TextIO) -> int:
     return EXIT_OK
 
 
-async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool) -> int:
+async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool,
+                     observers: Sequence[RunObserver] = ()) -> int:
+    """Score ``paths`` one after another; ``observers`` (dashboard, --plot) see every window
+    even when ``emit_windows`` is off, which only keeps window events from ``output``."""
     import engines
     from realtime.filerun import FileScorer
 
+    def emit(ev) -> None:
+        if emit_windows or ev.type != "score":
+            output(ev)
+        for o in observers:
+            o.event(ev)
+
+    def on_window(w) -> None:
+        for o in observers:
+            o.window(w)
+
     engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
-    scorer = FileScorer(engine, options, output)
+    scorer = FileScorer(engine, options, emit, on_window if observers else None)
+    for o in observers:
+        o.engine_ready(engine, scorer.threshold, options.hop_s)
     failed = 0
     try:
         for path in paths:
-            result = await scorer.score_file(path, realtime=not options.offline, emit_windows=emit_windows)
+            result = await scorer.score_file(path, realtime=not options.offline,
+                                             emit_windows=emit_windows or bool(observers))
             failed += result.type == "error"
     finally:
         scorer.close()
         engine.close()
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO) -> list[RunObserver]:
+    if options.plot is None:
+        return []
+    from realtime.plot import TimelinePlotter, plot_targets
+
+    def written(path: Path) -> None:
+        if not options.quiet:
+            print(f"realtime-detect: timeline written to {path}", file=stderr, flush=True)
+
+    targets = {str(f): t for f, t in zip(files, plot_targets(options.plot, files))}
+    return [TimelinePlotter(targets, written)]
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -152,7 +202,18 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     if any(x in special for x in args.input) and len(args.input) > 1:
         ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
     kind = args.input[0] if args.input[0] in special else "files"
+    if args.plot is not None and kind != "files":
+        ap.error(f"--plot: only for files, not --input {kind}")
     try:
+        # Missing extras are reported before any audio is touched.
+        if options.dashboard:
+            from realtime.dashboard import check_available
+
+            check_available()
+        if options.plot is not None:
+            from realtime.plot import require_matplotlib
+
+            require_matplotlib()
         if kind == "files":
             from realtime.filerun import expand_inputs
 
@@ -163,7 +224,15 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                 return EXIT_FAILED
             output = Output(options, stdout, stderr, show_stream=len(files) > 1)
             emit_windows = not options.offline or args.windows
-            return asyncio.run(_run_files(files, options, output, emit_windows))
+            observers = _file_observers(files, options, stderr)
+            if options.dashboard:
+                from realtime.dashboard import DashboardOptions, run_dashboard
+
+                title = f"realtime-detect: {files[0].name}" + (f" (+{len(files) - 1})" if len(files) > 1 else "")
+                return run_dashboard(lambda bridge: _run_files(files, options, output, emit_windows,
+                                                               [*observers, bridge]),
+                                     DashboardOptions(title=title, exit_when_done=args.dashboard_exit))
+            return asyncio.run(_run_files(files, options, output, emit_windows, observers))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
         print(f"realtime-detect: {e}", file=stderr)
