@@ -390,3 +390,14 @@ def test_load_dataset_unknown_kind_lists_accepted(tmp_path: Path) -> None:
 def test_utterance_label_is_validated() -> None:
     with pytest.raises(ValueError, match=r"label must be one of \('bonafide', 'spoof'\), got 'genuine'"):
         Utterance(path=Path("x.wav"), label="genuine")
+
+
+def test_manifest_split_column_and_dash_attack(tmp_path):
+    from training.datasets import load_manifest
+
+    csv = tmp_path / "manifest.csv"
+    csv.write_text("path,label,speaker,attack,source,split\n"
+                   "train/a.flac,bonafide,s1,-,librispeech,train\n"
+                   "eval/b.flac,spoof,s2,piper,piper+mp3,eval\n")
+    a, b = load_manifest(csv)
+    assert (a.subset, a.attack, b.subset, b.attack) == ("train", None, "eval", "piper")

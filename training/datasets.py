@@ -448,7 +448,8 @@ _MANIFEST_LABELS = {BONAFIDE: BONAFIDE, SPOOF: SPOOF}
 
 
 def load_manifest(csv_path: PathLike, *, check_audio: bool = False) -> list[Utterance]:
-    """Generic CSV manifest: header with ``path,label`` and optionally ``speaker,attack,source,subset``.
+    """Generic CSV manifest: header with ``path,label`` and optionally ``speaker,attack,source,subset``
+    (``split`` is accepted for ``subset``; an ``attack`` of ``-`` means none).
 
     Columns may come in any order; other columns (duration, gender ...) are ignored so richer
     manifests still load. ``label`` must be ``bonafide`` or ``spoof``. Relative paths are
@@ -471,7 +472,10 @@ def load_manifest(csv_path: PathLike, *, check_audio: bool = False) -> list[Utte
             f"header lacks required column(s) {', '.join(missing)}; expected path,label[,speaker,attack,source], "
             f"got {','.join(header)!r}",
         )
-    index = {n: i for i, n in enumerate(names)}
+    if "split" in names and "subset" in names:
+        raise DatasetFormatError(path, header_line, "has both 'split' and 'subset' columns; keep one")
+    # The corpus builder (training.synth) writes `split`: the same thing as the ASVspoof `subset`.
+    index = {("subset" if n == "split" else n): i for i, n in enumerate(names)}
     base = path.parent
     dups = _DuplicateGuard(path, "path")
     utts: list[Utterance] = []
@@ -486,6 +490,8 @@ def load_manifest(csv_path: PathLike, *, check_audio: bool = False) -> list[Utte
         label = _label(row[index["label"]], _MANIFEST_LABELS, path, lineno, "column 'label'")
         dups.check(rel, lineno)
         optional = {c: (row[index[c]] or None) if c in index else None for c in _MANIFEST_OPTIONAL}
+        if optional["attack"] == "-":  # ASVspoof's and our builder's mark for "no attack"
+            optional["attack"] = None
         audio = Path(rel)
         utts.append(Utterance(path=audio if audio.is_absolute() else base / audio, label=label, **optional))
     return _finish(utts, path, check_audio)
