@@ -260,3 +260,24 @@ def test_demo_clip(qtbot, checkpoints: dict[str, Path]) -> None:
     x, y = session.window.curve.getData()
     np.testing.assert_array_equal(y, [e.spoof_probability for e in rec.scores(str(DEMO))])
     session.window.close()
+
+
+def test_stream_list_is_bounded(qtbot) -> None:
+    from realtime.dashboard.bridge import Bridge, SpectrogramWorker
+
+    bridge = Bridge()
+    worker = SpectrogramWorker()
+    win = DashboardWindow(bridge, worker, DashboardOptions(max_streams=3))
+    qtbot.addWidget(win)
+    for i in range(5):
+        s = f"call-{i}"
+        bridge(ScoreEvent(stream=s, seq=0, start_s=0, end_s=4, spoof_probability=0.3, label="bonafide",
+                          alert=False, latency_ms=2.0, model="m"))
+        if i != 1:  # call-1 stays live
+            bridge(SummaryEvent(stream=s, windows=1, spoof_probability=0.3, label="bonafide"))
+        win.tick()
+    worker.close()
+    # Finished streams go first: call-0, then call-2; the live call-1 is kept.
+    assert list(win.timelines) == ["call-1", "call-3", "call-4"]
+    assert [win.stream_list.item(i).text().split()[0] for i in range(3)] == ["call-1", "call-3", "call-4"]
+    assert win.selected == "call-4" and win.stream_list.currentRow() == 2

@@ -31,6 +31,7 @@ _REQUIRED = (("pyqtgraph", "pyqtgraph"), ("PySide6", "PySide6-Essentials"))  # (
 class DashboardOptions:
     title: str = "realtime-detect"
     history_s: float = 180.0  # seconds of audio on the scrolling plot
+    max_streams: int = 64  # streams listed; past it the oldest finished one is forgotten (a server runs for days)
     refresh_ms: int = 100  # GUI drain/redraw period
     exit_when_done: bool = False  # close once detection has ended and the final state is drawn
 

@@ -7,6 +7,7 @@ redraw. The spectrogram comes from the :class:`~realtime.dashboard.bridge.Spectr
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets  # imported before pyqtgraph so it picks PySide6
@@ -39,7 +40,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.model: ModelInfo | None = None
         self.timelines: dict[str, Timeline] = {}
         self.summaries: dict[str, SummaryEvent] = {}
-        self.errors: list[ErrorEvent] = []
+        self.errors: deque[ErrorEvent] = deque(maxlen=50)  # the newest is shown in the status bar
+        self.failed: set[str] = set()  # streams that ended with an error
         self.latest_windows: dict[str, Window] = {}
         self.selected: str | None = None
         self.dropped = 0
@@ -162,6 +164,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
                 self.errors.append(ev)
                 if ev.stream is not None:
                     self._timeline(ev.stream)
+                    self.failed.add(ev.stream)
                 self._dirty = True
         self.latest_windows.update(d.windows)
         if d.dropped != self.dropped:
@@ -197,12 +200,27 @@ class DashboardWindow(QtWidgets.QMainWindow):
     def _timeline(self, stream: str) -> Timeline:
         tl = self.timelines.get(stream)
         if tl is None:
+            if len(self.timelines) >= self.options.max_streams:
+                self._forget_oldest()
             tl = self.timelines[stream] = Timeline(stream, history_s=self.options.history_s)
             self.stream_list.addItem(QtWidgets.QListWidgetItem(stream))
             self.stream_list.setVisible(len(self.timelines) > 1)
             if self.selected is None or not self._user_selected:
                 self._select(stream, user=False)  # follow the newest stream until the user picks one
         return tl
+
+    def _forget_oldest(self) -> None:
+        """Drop the oldest finished stream (else the oldest one) that is not on display."""
+        candidates = [s for s in self.timelines if s != self.selected]
+        finished = [s for s in candidates if s in self.summaries or s in self.failed]
+        victim = (finished or candidates)[0]
+        row = list(self.timelines).index(victim)
+        for store in (self.timelines, self.summaries, self.latest_windows):
+            store.pop(victim, None)  # type: ignore[attr-defined]
+        self.failed.discard(victim)
+        self.stream_list.blockSignals(True)
+        self.stream_list.takeItem(row)
+        self.stream_list.blockSignals(False)
 
     def _select(self, stream: str, user: bool) -> None:
         self.selected = stream
@@ -222,7 +240,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def _list_text(self, stream: str) -> tuple[str, str]:
         """Stream list entry and its colour key: the latest verdict, or the file verdict when done."""
-        if any(e.stream == stream for e in self.errors):
+        if stream in self.failed:
             return f"{stream}  error", "spoof"
         s = self.summaries.get(stream)
         if s is not None:
