@@ -58,10 +58,19 @@ def available_engines() -> list[EngineStatus]:
         cuda_reason = (f"torch CUDA on {torch.cuda.get_device_name(0)}" if cuda_ok
                        else f"torch {torch.__version__} sees no CUDA GPU")
     out.append(EngineStatus("cuda", cuda_ok, cuda_reason))
-    trt = importlib.util.find_spec("tensorrt") is not None
-    out.append(EngineStatus("tensorrt", False, "TensorRT engine not built in this release" if trt else
-                            "tensorrt is not importable (its builder comes from NVIDIA's package index)"))
+    out.append(_tensorrt_status(cuda_ok))
     return out
+
+
+def _tensorrt_status(cuda_ok: bool) -> EngineStatus:
+    try:
+        import tensorrt
+    except ImportError as e:
+        return EngineStatus("tensorrt", False, f"tensorrt is not importable ({e}); its builder libraries come"
+                            " from NVIDIA's package index: pip install tensorrt --extra-index-url https://pypi.nvidia.com")
+    if not cuda_ok:
+        return EngineStatus("tensorrt", False, f"tensorrt {tensorrt.__version__} imports, but torch sees no CUDA GPU")
+    return EngineStatus("tensorrt", True, f"TensorRT {tensorrt.__version__}, FP16 network, engine cached per GPU")
 
 
 def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int = 1, max_batch: int = 64,
@@ -73,8 +82,9 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
     config = read_config(folder)
     if engine == "auto":
         status = {s.name: s for s in available_engines()}
-        # TensorRT and CUDA plug in here ahead of ONNX when present.
-        if status["cuda"].available:
+        if status["tensorrt"].available and (folder / ONNX_NAME).is_file():
+            engine = "tensorrt"
+        elif status["cuda"].available:
             engine = "cuda"
         elif status["onnx"].available and (folder / ONNX_NAME).is_file():
             engine = "onnx"
@@ -86,10 +96,17 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
         from engines.backends.onnx_backend import OnnxEngine
 
         return OnnxEngine(folder, config, threads=threads, max_batch=max_batch)
-    if engine in ("torch", "cuda"):
+    if engine == "torch":
         from engines.backends.torch_backend import TorchEngine
 
-        dev = device or ("cuda" if engine == "cuda" else "cpu")
-        return TorchEngine(folder, device=dev, threads=threads, max_batch=max_batch)
+        return TorchEngine(folder, device=device or "cpu", threads=threads, max_batch=max_batch)
     status = {s.name: s for s in available_engines()}
-    raise EngineError(f"engine 'tensorrt' is not available here: {status['tensorrt'].reason}")
+    if not status[engine].available:
+        raise EngineError(f"engine {engine!r} is not available here: {status[engine].reason}")
+    if engine == "cuda":
+        from engines.backends.cuda_backend import CudaGraphEngine
+
+        return CudaGraphEngine(folder, device=device or "cuda", max_batch=max(max_batch, 1))
+    from engines.backends.tensorrt_backend import TensorRTEngine
+
+    return TensorRTEngine(folder, config, max_batch=max_batch)

@@ -33,9 +33,43 @@ def _resmax(**kw: Any) -> nn.Module:
     return ResMax(**kw)
 
 
+def _resnet18(**kw: Any) -> nn.Module:
+    from engines.models.resnet18 import ResNet18
+
+    return ResNet18(**kw)
+
+
+def _res2net(**kw: Any) -> nn.Module:
+    from engines.models.res2net import Res2Net
+
+    return Res2Net(**kw)
+
+
+def _efficientnet_b0(**kw: Any) -> nn.Module:
+    from engines.models.efficientnet import EfficientNetB0
+
+    return EfficientNetB0(**kw)
+
+
+def _lcnn(**kw: Any) -> nn.Module:
+    from engines.models.lcnn import LCNN
+
+    return LCNN(**kw)
+
+
+# 128 log-mel bands for Res2Net (seed README). n_fft 1024 (64-ms window, 15.6-Hz bins) so that each
+# of the 128 triangles, only ~23 Hz apart below 1 kHz, covers FFT bins of its own; hop 10 ms.
+RES2NET_FRONTEND = FrontEndConfig(kind="logmel", n_fft=1024, win_length=1024, hop_length=160, n_mels=128)
+
 ARCHITECTURES: dict[str, Architecture] = {
     "specrnet": Architecture("specrnet", _specrnet, SPECRNET_FRONTEND, "Kawa et al. 2022"),
     "resmax": Architecture("resmax", _resmax, RESMAX_FRONTEND, "Kwak et al. 2020"),
+    # Training-zoo models: heavier, not shipped with weights.
+    "resnet18": Architecture("resnet18", _resnet18, SPECRNET_FRONTEND, "He et al. 2016 (seed README)"),
+    "res2net": Architecture("res2net", _res2net, RES2NET_FRONTEND, "Li et al. 2021"),
+    "efficientnet_b0": Architecture("efficientnet_b0", _efficientnet_b0, SPECRNET_FRONTEND,
+                                    "Tan & Le 2019 (seed README head)"),
+    "lcnn": Architecture("lcnn", _lcnn, RESMAX_FRONTEND, "Lavrentyeva et al. 2019"),
 }
 
 
