@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,17 +99,71 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", type=Path, metavar="PATH",
                      help="files: write each file's timeline image (.png/.svg/.pdf; several files: "
                           "PATH-<file stem>.png; a folder: FOLDER/<file stem>.png) (extra: plot)")
+    srv = ap.add_argument_group("WebSocket server (--input ws)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    srv.add_argument("--token", default=os.environ.get("REALTIME_DETECT_TOKEN"),
+                     help="require this bearer token (default: $REALTIME_DETECT_TOKEN; prefer the variable, "
+                          "a command line is visible to other users)")
+    srv.add_argument("--allow-origin", dest="allowed_origins", action="append", default=[], metavar="ORIGIN",
+                     help="browser origin allowed to connect, repeatable ('*' for any; default: same origin only)")
+    srv.add_argument("--max-connections", type=int, default=64, help="concurrent streams (default 64; then HTTP 503)")
+    srv.add_argument("--idle-timeout", dest="idle_timeout_s", type=float, default=30.0,
+                     help="close a stream silent for this many seconds (default 30)")
+    srv.add_argument("--insecure", action="store_true",
+                     help="allow listening on a non-loopback address without --token")
+    live = ap.add_argument_group("live streams (ws, stdin)")
+    live.add_argument("--max-wait-ms", type=float, default=5.0,
+                      help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
+    live.add_argument("--max-pending", type=int, default=8,
+                      help="windows queued per stream before its oldest is shed under overload (default 8)")
+    live.add_argument("--parallel", type=int, default=1,
+                      help="split each batch over N concurrent single-engine calls (with --threads 1, "
+                           "N = cores scales better than --threads N for SpecRNet; default 1)")
+    live.add_argument("--max-delay-ms", type=float, default=1000.0,
+                      help="shed live windows that waited longer than this for the engine (default 1000)")
+    live.add_argument("--max-queue", type=int, default=256,
+                      help="windows queued in all before shedding (default 256, 256 KB each)")
+    alr = ap.add_argument_group("alerts (live streams)")
+    alr.add_argument("--smoothing", choices=("ema", "mean", "none"), default="ema",
+                     help="smoothing of window scores before the alert rule (default ema)")
+    alr.add_argument("--ema-alpha", type=float, default=0.5, help="weight of the newest window in the EMA (default 0.5)")
+    alr.add_argument("--alert-n", type=int, default=5, help="alert rule: over the last N speech windows (default 5)")
+    alr.add_argument("--alert-on", type=int, default=3, help="alert when at least this many are over the threshold (default 3)")
+    alr.add_argument("--alert-off", type=int, default=1,
+                     help="clear the alert when fewer than this many are over (default 1: none)")
+    alr.add_argument("--speech-gate", choices=("energy", "off"), default="energy",
+                     help="windows without speech are labelled no_speech and not scored (default energy)")
+    alr.add_argument("--gate-db", type=float, default=-50.0,
+                     help="energy gate: frame level counted as speech, dBFS (default -50)")
+    alr.add_argument("--save-alerts", type=Path, default=None, metavar="DIR",
+                     help="save each alerting window as DIR/<stream>-<seq>.wav with its JSON event")
     info = ap.add_argument_group("information")
     info.add_argument("--list-engines", action="store_true", help="show which engines can run here and why not")
     return ap
 
 
 def options_from_args(args: argparse.Namespace) -> DetectorOptions:
+    from realtime.alerts import AlertOptions
+
     opts = DetectorOptions()
     for name in vars(opts):
         if hasattr(args, name):
             setattr(opts, name, getattr(args, name))
+    if hasattr(args, "alert_n"):
+        opts.alerts = AlertOptions(threshold=args.threshold, smoothing=args.smoothing, ema_alpha=args.ema_alpha,
+                                   n=args.alert_n, k_on=args.alert_on, k_off=args.alert_off,
+                                   gate=args.speech_gate, gate_db=args.gate_db)
     return opts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
@@ -127,6 +184,21 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
             ap.error(f"--plot {args.plot}: name an image ({', '.join(FORMATS)}) or an existing folder")
     if args.dashboard_exit and not args.dashboard:
         ap.error("--dashboard-exit needs --dashboard")
+    if not 0 <= args.port <= 65535:
+        ap.error(f"--port {args.port}: must be 0..65535")
+    for name in ("max_connections", "max_pending", "max_queue", "parallel"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if not 0 < args.idle_timeout_s <= 86400:
+        ap.error(f"--idle-timeout {args.idle_timeout_s}: must be between 0 and 86400 seconds")
+    if not 0 <= args.max_wait_ms <= 1000:
+        ap.error(f"--max-wait-ms {args.max_wait_ms}: must be between 0 and 1000")
+    if not 0 <= args.max_delay_ms <= 600_000:
+        ap.error(f"--max-delay-ms {args.max_delay_ms}: must be between 0 and 600000")
+    if args.input and args.input[0] == "ws" and args.token is None and not args.insecure \
+            and not _is_loopback(args.host):
+        ap.error(f"--host {args.host}: serving beyond this machine without --token; "
+                 "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
 
 
 def list_engines(stdout: TextIO) -> int:
@@ -168,6 +240,51 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
         scorer.close()
         engine.close()
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _load_engine(options: DetectorOptions):
+    import engines
+
+    return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
+
+
+async def _run_stdin(options: DetectorOptions, output: Output) -> int:
+    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
+    from realtime.session import LiveDetector
+    from realtime.sources import StdinSource
+
+    source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
+    engine = _load_engine(options)
+    detector = LiveDetector(engine, options, sinks=[output]).start()
+    try:
+        # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
+        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
+        await session.run(source)
+    finally:
+        await detector.aclose()
+        engine.close()
+    return EXIT_FAILED if output.errors else EXIT_OK
+
+
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> int:
+    """WebSocket server (``--input ws``) until SIGTERM/SIGINT."""
+    from realtime.console import ConsoleView
+    from realtime.server import run_server
+    from realtime.session import ConsoleSink, JsonLinesSink, LiveDetector
+
+    logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
+    sinks = []
+    if options.json:
+        sinks.append(JsonLinesSink(stdout))
+    elif not options.quiet:
+        sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
+    engine = _load_engine(options)
+    try:
+        await run_server(LiveDetector(engine, options, sinks=sinks), options)
+    finally:
+        engine.close()
+    return EXIT_OK
 
 
 def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO) -> list[RunObserver]:
@@ -233,6 +350,11 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                                                                [*observers, bridge]),
                                      DashboardOptions(title=title, exit_when_done=args.dashboard_exit))
             return asyncio.run(_run_files(files, options, output, emit_windows, observers))
+        if kind == "-":
+            output = Output(options, stdout, stderr, show_stream=False)
+            return asyncio.run(_run_stdin(options, output))
+        if kind == "ws":
+            return asyncio.run(_run_ws(options, stdout, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
         print(f"realtime-detect: {e}", file=stderr)

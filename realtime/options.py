@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .alerts import AlertOptions
+
 
 @dataclass
 class DetectorOptions:
@@ -13,6 +15,10 @@ class DetectorOptions:
     threads: int = 1  # inference threads (ONNX Runtime intra-op / torch)
     max_batch: int = 64  # micro-batcher: most windows per engine call
     max_wait_ms: float = 5.0  # micro-batcher: longest a window waits for company
+    max_queue: int = 256  # micro-batcher: windows queued in all (256 KB each) before shedding
+    max_pending: int = 8  # micro-batcher: windows queued per stream before shedding its oldest
+    max_delay_ms: float = 1000.0  # micro-batcher: live windows waiting longer than this are shed
+    parallel: int = 1  # micro-batcher: concurrent engine calls each batch is split over
     # Windowing and verdicts
     hop_s: float = 0.5
     threshold: float | None = None  # None: the checkpoint's threshold
@@ -40,7 +46,10 @@ class DetectorOptions:
     allowed_origins: list[str] = field(default_factory=list)
     max_connections: int = 64
     idle_timeout_s: float = 30.0
+    max_message_bytes: int = 1 << 20  # larger WebSocket messages are refused (close 1009)
+    send_queue: int = 64  # events queued per client before the oldest score events are dropped
     insecure: bool = False
     # Alerts and review
+    alerts: AlertOptions = field(default_factory=AlertOptions)  # smoothing, k-of-n rule, speech gate
     save_alerts: Path | None = None
     dashboard: bool = False

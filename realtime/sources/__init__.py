@@ -2,5 +2,6 @@
 
 from .base import Source
 from .file import FileSource, read_audio
+from .stdin import StdinSource
 
-__all__ = ["Source", "FileSource", "read_audio"]
+__all__ = ["Source", "FileSource", "StdinSource", "read_audio"]

@@ -1,0 +1,464 @@
+"""Micro-batcher: the windows of every stream go through one engine, in one worker thread.
+
+    batcher = MicroBatcher(engine, BatcherOptions(max_batch=64, max_wait_ms=5))
+    batcher.start()
+    stream = batcher.open_stream("call-42", on_result)   # inside the running event loop
+    stream.submit(window)                                 # never blocks the loop
+    ...  on_result(WindowResult) is called on the loop, in window order
+    await batcher.aclose()                                # drains what is queued
+
+Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
+loop keeps receiving audio while a batch runs. Parallelism comes from the engine's own
+intra-op threads (``threads=``) or, with ``parallel=N``, from the worker splitting each batch
+into N parts scored concurrently (it runs one part itself, a pool of N-1 threads the rest):
+for SpecRNet on ONNX Runtime, two single-threaded runs of half a batch gave 1.6x the
+throughput of one run with two intra-op threads (whose small convolutions hardly split). Batches form by themselves under load (whatever queued
+while the previous batch ran goes into the next one); ``max_wait_ms`` only delays a lone
+window when the worker is idle, hoping for company.
+
+Overload is explicit, never unbounded delay. The queue holds at most ``max_queue`` windows
+in all and ``max_pending`` per stream; a window over either bound makes the batcher drop
+(shed) the oldest queued window of its stream (or, when the whole queue is full, of the
+stream with the most queued windows). A live window that has already waited ``max_delay_ms``
+since its arrival when the worker reaches it is shed too: its score would come too late to
+matter, and scoring it would make the next ones later still. A shed window still comes back
+through the queue, in order, as a result with ``status="shed"``, so a consumer sees every
+seq exactly once. Streams opened with ``policy="block"`` (files, pipes) are never shed.
+
+Delivery: the worker hands each finished batch to every event loop concerned with one
+``loop.call_soon_threadsafe``; results of one stream arrive in the order submitted. An
+exception from the engine turns the windows of that batch into ``status="error"`` results;
+the worker goes on with the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+import numpy as np
+
+from .windowing import Window
+
+__all__ = ["BatcherOptions", "MicroBatcher", "BatchStream", "WindowResult", "BatcherStats",
+           "BatcherClosedError", "ScoringEngine"]
+
+log = logging.getLogger(__name__)
+
+Status = Literal["scored", "skipped", "shed", "error"]
+Policy = Literal["shed", "block"]
+_POLICIES = ("shed", "block")
+_NO_SAMPLES = np.zeros(0, dtype=np.float32)
+
+
+class ScoringEngine(Protocol):
+    """What the batcher needs of :class:`engines.Engine`."""
+
+    window_samples: int
+
+    def score(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+class BatcherClosedError(RuntimeError):
+    """A window was submitted to a batcher (or stream) that is closed."""
+
+
+def _positive_int(name: str, v: object) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherOptions:
+    """Micro-batching and overload limits.
+
+    ``max_queue`` bounds memory: a 4-s window at 16 kHz is 256 KB, so 256 windows are 64 MB.
+    ``max_pending`` bounds one stream's share and its latency: at a 0.5-s hop, 8 queued
+    windows are 4 s of backlog.
+    """
+
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_pending: int = 8
+    max_delay_ms: float = 1000.0  # live windows older than this when their turn comes are shed
+    parallel: int = 1  # engine calls one batch is split over (see MicroBatcher)
+
+    def __post_init__(self) -> None:
+        _positive_int("max_batch", self.max_batch)
+        _positive_int("parallel", self.parallel)
+        _positive_int("max_queue", self.max_queue)
+        _positive_int("max_pending", self.max_pending)
+        for name, hi in (("max_wait_ms", 1000.0), ("max_delay_ms", 600_000.0)):
+            w = getattr(self, name)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w <= hi:
+                raise ValueError(f"{name} must be a number of milliseconds in 0..{hi:g}, got {w!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    """The outcome of one submitted window.
+
+    ``status``: ``scored`` (``probability`` set), ``skipped`` (submitted with
+    ``score=False``: passed through in order without inference), ``shed`` (dropped under
+    overload; ``window.samples`` is then empty), ``error`` (the engine raised; ``error``
+    holds its message). ``done_at`` is the ``time.monotonic()`` at which the outcome was
+    known (for ``scored``: when the engine returned).
+    """
+
+    window: Window
+    status: Status
+    probability: float | None
+    done_at: float
+    error: str | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        """Window arrival (its last sample) -> outcome, in milliseconds."""
+        return max(0.0, (self.done_at - self.window.arrival) * 1000.0)
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    """Counters for health checks and benchmarks (a snapshot, see :meth:`MicroBatcher.stats`)."""
+
+    streams: int = 0
+    queued: int = 0
+    batches: int = 0
+    scored: int = 0
+    skipped: int = 0
+    shed: int = 0
+    errors: int = 0
+    busy_s: float = 0.0  # time spent inside engine.score
+
+    @property
+    def mean_batch(self) -> float:
+        return self.scored / self.batches if self.batches else 0.0
+
+
+class _Item:
+    __slots__ = ("stream", "window", "score", "enqueued", "dropped")
+
+    def __init__(self, stream: BatchStream, window: Window, score: bool, enqueued: float) -> None:
+        self.stream = stream
+        self.window = window
+        self.score = score
+        self.enqueued = enqueued
+        self.dropped = False
+
+
+class BatchStream:
+    """One stream's handle on a :class:`MicroBatcher` (from :meth:`MicroBatcher.open_stream`).
+
+    Use it from the event loop it was opened on. ``in_flight`` counts windows submitted and
+    not yet delivered; ``shed`` counts this stream's windows dropped under overload.
+    """
+
+    __slots__ = ("name", "policy", "_batcher", "_deliver", "_loop", "_queued", "_room",
+                 "in_flight", "submitted", "shed", "closed")
+
+    def __init__(self, batcher: MicroBatcher, name: str, deliver: Callable[[WindowResult], None],
+                 loop: asyncio.AbstractEventLoop, policy: Policy) -> None:
+        self.name = name
+        self.policy = policy
+        self._batcher = batcher
+        self._deliver = deliver
+        self._loop = loop
+        self._queued: deque[_Item] = deque()  # not yet taken by the worker (guarded by the batcher lock)
+        self._room: asyncio.Event | None = None
+        self.in_flight = 0
+        self.submitted = 0
+        self.shed = 0
+        self.closed = False
+
+    def submit(self, window: Window, *, score: bool = True) -> None:
+        """Queue ``window``; never blocks. ``score=False`` passes it through in order, unscored."""
+        if self.closed:
+            raise BatcherClosedError(f"stream {self.name!r}: submit() after close()")
+        self._batcher._submit(self, window, score)
+        self.in_flight += 1
+        self.submitted += 1
+
+    async def wait_room(self) -> None:
+        """Wait until fewer than ``max_pending`` windows are in flight (backpressure for
+        producers that can wait, such as files read faster than real time and pipes)."""
+        limit = self._batcher.options.max_pending
+        while self.in_flight >= limit:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+
+    async def drain(self) -> None:
+        """Wait until every submitted window has been delivered."""
+        while self.in_flight > 0:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+
+    def close(self) -> None:
+        """No more windows from this stream; what is queued is still delivered."""
+        self.closed = True
+        self._batcher._forget(self)
+
+    def _on_result(self, result: WindowResult) -> None:  # on the stream's loop
+        self.in_flight -= 1
+        if result.status == "shed":
+            self.shed += 1
+        if self._room is not None:
+            self._room.set()
+        self._deliver(result)
+
+
+class MicroBatcher:
+    """Windows from all streams -> ``engine.score`` in batches, in one worker thread."""
+
+    def __init__(self, engine: ScoringEngine, options: BatcherOptions | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.options = options if options is not None else BatcherOptions()
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()  # global FIFO; shed items stay as tombstones
+        self._size = 0  # items in _queue that are not tombstones
+        self._streams: set[BatchStream] = set()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._stats = BatcherStats()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> MicroBatcher:
+        if self._thread is not None:
+            raise RuntimeError("MicroBatcher.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting windows; the worker scores what is queued, then exits."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    async def aclose(self) -> None:
+        """:meth:`stop`, then wait (off the loop) for the queue to drain and the worker to exit.
+
+        Results of the drained windows are delivered while the loop runs this coroutine.
+        """
+        self.stop()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def __enter__(self) -> MicroBatcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def open_stream(self, name: str, deliver: Callable[[WindowResult], None], *,
+                    policy: Policy = "shed") -> BatchStream:
+        """Register a stream; ``deliver`` is called on the current running loop, in order.
+
+        ``policy="shed"`` is for live audio (overload drops windows); ``"block"`` is for
+        producers that await :meth:`BatchStream.wait_room` before each submit.
+        """
+        if policy not in _POLICIES:
+            raise ValueError(f"policy {policy!r} not accepted; accepted: {', '.join(_POLICIES)}")
+        loop = asyncio.get_running_loop()  # RuntimeError outside a loop: deliveries need one
+        stream = BatchStream(self, name, deliver, loop, policy)
+        with self._cond:
+            if self._stopping:
+                raise BatcherClosedError(f"stream {name!r}: the batcher is closed")
+            self._streams.add(stream)
+        return stream
+
+    def _forget(self, stream: BatchStream) -> None:
+        with self._cond:
+            if not stream._queued:  # else the worker forgets it after taking its last window
+                self._streams.discard(stream)
+
+    def stats(self) -> BatcherStats:
+        with self._cond:
+            s = replace(self._stats)
+            s.streams = len(self._streams)
+            s.queued = self._size
+        return s
+
+    # -- submission (event loop side) ------------------------------------------------------
+
+    def _drop_oldest(self, stream: BatchStream) -> None:
+        # Caller holds the lock. The item stays in the global queue as a tombstone so that the
+        # "shed" result is delivered in order; its samples are released now.
+        item = stream._queued.popleft()
+        item.dropped = True
+        item.window = replace(item.window, samples=_NO_SAMPLES)
+        self._size -= 1
+
+    def _submit(self, stream: BatchStream, window: Window, score: bool) -> None:
+        if score and window.samples.shape != (self.engine.window_samples,):
+            raise ValueError(f"stream {stream.name!r}: window of shape {window.samples.shape} not accepted; "
+                             f"the engine takes ({self.engine.window_samples},)")
+        opts = self.options
+        with self._cond:
+            if self._stopping:
+                raise BatcherClosedError(f"stream {stream.name!r}: the batcher is closed")
+            if len(stream._queued) >= opts.max_pending:
+                self._drop_oldest(stream)
+            elif self._size >= opts.max_queue:
+                # The stream with the most queued windows pays (ties: this one, if it has any).
+                victim = max(self._streams, key=lambda s: (len(s._queued), s is stream))
+                self._drop_oldest(victim)
+            item = _Item(stream, window, score, self._clock())
+            self._queue.append(item)
+            stream._queued.append(item)
+            self._size += 1
+            if self._size == 1 or self._size == opts.max_batch:
+                self._cond.notify()
+
+    # -- worker thread ---------------------------------------------------------------------
+
+    def _take(self) -> list[_Item] | None:
+        """Block until a batch is due; return it (tombstones and pass-throughs included)."""
+        opts = self.options
+        wait_s = opts.max_wait_ms / 1000.0
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            # Wait for company, up to max_wait after the oldest queued window.
+            deadline = self._queue[0].enqueued + wait_s
+            while self._size < opts.max_batch and not self._stopping:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch: list[_Item] = []
+            n_score = 0
+            too_old = self._clock() - opts.max_delay_ms / 1000.0
+            while self._queue and n_score < opts.max_batch:
+                item = self._queue.popleft()
+                batch.append(item)
+                if item.dropped:
+                    continue
+                item.stream._queued.popleft()  # always its stream's oldest: both queues are FIFO
+                self._size -= 1
+                if item.score and item.stream.policy == "shed" and item.window.arrival < too_old:
+                    item.dropped = True
+                    item.window = replace(item.window, samples=_NO_SAMPLES)
+                    continue
+                n_score += item.score
+            return batch
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        parts = min(self.options.parallel, len(x))
+        if parts == 1:
+            return np.asarray(self.engine.score(x), dtype=np.float64).reshape(-1)
+        # Split the batch over `parallel` concurrent engine calls (this thread runs the first
+        # part); ONNX Runtime sessions are thread-safe and release the GIL.
+        chunks = np.array_split(x, parts)
+        assert self._pool is not None
+        futures = [self._pool.submit(self.engine.score, c) for c in chunks[1:]]
+        first = np.asarray(self.engine.score(chunks[0]), dtype=np.float64).reshape(-1)
+        return np.concatenate([first, *(np.asarray(f.result(), dtype=np.float64).reshape(-1) for f in futures)])
+
+    def _run(self) -> None:
+        opts = self.options
+        buf = np.empty((opts.max_batch, self.engine.window_samples), dtype=np.float32)
+        if opts.parallel > 1:
+            self._pool = ThreadPoolExecutor(opts.parallel - 1, thread_name_prefix="engine")
+        try:
+            self._loop_batches(buf)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    def _loop_batches(self, buf: np.ndarray) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            to_score = [it for it in batch if it.score and not it.dropped]
+            probs: np.ndarray | None = None
+            error: str | None = None
+            done_at = self._clock()
+            if to_score:
+                n = len(to_score)
+                for i, it in enumerate(to_score):
+                    buf[i] = it.window.samples
+                t0 = self._clock()
+                try:
+                    probs = self._score(buf[:n])
+                    if probs.shape != (n,):
+                        raise ValueError(f"engine returned {probs.shape[0]} scores for {n} windows")
+                # Any engine failure (ONNX Runtime raises untyped errors) is reported on the
+                # windows of this batch, and the worker lives on for the other streams.
+                except Exception as e:  # noqa: BLE001
+                    error = f"{type(e).__name__}: {e}"
+                    log.error("engine failed on a batch of %d windows (%s)", n, error)
+                    probs = None
+                done_at = self._clock()
+                with self._cond:
+                    self._stats.batches += 1
+                    self._stats.busy_s += done_at - t0
+            self._deliver(batch, probs, error, done_at)
+
+    def _deliver(self, batch: list[_Item], probs: np.ndarray | None, error: str | None,
+                 done_at: float) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[BatchStream, WindowResult]]] = {}
+        k = 0
+        counts = {"scored": 0, "skipped": 0, "shed": 0, "error": 0}
+        for it in batch:
+            if it.dropped:
+                r = WindowResult(it.window, "shed", None, it.enqueued)
+            elif not it.score:
+                r = WindowResult(it.window, "skipped", None, done_at)
+            elif probs is None:
+                r = WindowResult(it.window, "error", None, done_at, error)
+                k += 1
+            else:
+                r = WindowResult(it.window, "scored", float(probs[k]), done_at)
+                k += 1
+            counts[r.status] += 1
+            by_loop.setdefault(it.stream._loop, []).append((it.stream, r))
+        with self._cond:
+            self._stats.scored += counts["scored"]
+            self._stats.skipped += counts["skipped"]
+            self._stats.shed += counts["shed"]
+            self._stats.errors += counts["error"]
+            for it in batch:  # forget streams that are closed and fully delivered
+                st = it.stream
+                if st.closed and not st._queued and st in self._streams:
+                    self._streams.discard(st)
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_dispatch, results)
+            except RuntimeError:  # that loop is closed: nobody is left to receive these
+                log.warning("dropped %d results: their event loop is closed", len(results))
+
+
+def _dispatch(results: list[tuple[BatchStream, WindowResult]]) -> None:
+    for stream, result in results:
+        stream._on_result(result)

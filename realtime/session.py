@@ -1,0 +1,256 @@
+"""One live stream from audio to events, and the process-wide pieces the streams share.
+
+    detector = LiveDetector(engine, DetectorOptions(), sinks=[ConsoleSink()])
+    detector.start()                                        # inside the event loop
+    session = detector.open_stream("mic", 48000, channels=1)
+    await session.push(chunk)                               # float32 (n, channels)
+    summary = await session.finish()
+    await detector.aclose()
+
+:class:`StreamSession` = windower (resample + ring) -> speech gate -> micro-batcher
+submission -> (results back on the loop, in order) -> alert policy -> sinks. Every input
+uses it: paced or offline files, stdin, WebSocket clients, the microphone.
+
+A sink is any callable taking an event (:data:`Sink`); it runs on the event loop and must not
+block it. Provided: :class:`ConsoleSink`, :class:`JsonLinesSink`, and the WebSocket reply in
+:mod:`realtime.server`; a dashboard passes its own callback.
+
+Stream policy: ``"shed"`` (live audio: under overload windows are dropped and counted in the
+next event's ``shed``) or ``"block"`` (producers that can wait, such as offline files and
+pipes: ``push`` waits for room in the batcher, nothing is shed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TextIO
+
+import numpy as np
+
+from .aggregate import RunningAggregate
+from .alerts import AlertClipWriter, AlertOptions, AlertPolicy
+from .batcher import BatcherOptions, MicroBatcher, Policy, ScoringEngine, WindowResult
+from .console import ConsoleView
+from .errors import AudioFormatError
+from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent, SummaryEvent
+from .options import DetectorOptions
+from .sources.base import Source
+from .windowing import StreamWindower, Window, WindowOptions
+
+__all__ = ["Sink", "ConsoleSink", "JsonLinesSink", "StreamSession", "LiveDetector", "SessionCounters"]
+
+#: Receives every event of a stream, on the event loop.
+Sink = Callable[[Event], None]
+
+
+class ConsoleSink:
+    """Events as human-readable lines (:class:`~realtime.console.ConsoleView`)."""
+
+    def __init__(self, view: ConsoleView | None = None) -> None:
+        self.view = view if view is not None else ConsoleView()
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, ReadyEvent):
+            self.view.show(event)
+
+
+class JsonLinesSink:
+    """Events as compact JSON lines (default: ``sys.stdout`` at call time), flushed per line."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+
+    def __call__(self, event: Event) -> None:
+        f = sys.stdout if self._file is None else self._file
+        f.write(event.to_json() + "\n")
+        f.flush()
+
+
+@dataclass(slots=True)
+class SessionCounters:
+    windows: int = 0  # score events emitted (no_speech included)
+    scored: int = 0  # windows with a verdict
+    shed: int = 0
+    errors: int = 0
+    alerts: int = 0  # windows emitted with alert=true
+
+
+class StreamSession:
+    """One stream: chunks in, score events out (in order), a summary at the end.
+
+    Create it with :meth:`LiveDetector.open_stream` (or directly, inside the running loop).
+
+    Raises from :meth:`push`: :class:`~realtime.errors.AudioFormatError` (wrong dtype/shape),
+    :class:`~realtime.errors.NonFiniteAudioError`; from :meth:`finish`:
+    :class:`~realtime.errors.EmptyStreamError` when the stream had no audio at all.
+    """
+
+    def __init__(self, stream: str, sample_rate: float, channels: int, *, batcher: MicroBatcher,
+                 model: str, threshold: float, window: WindowOptions | None = None,
+                 alerts: AlertOptions | None = None, sinks: Iterable[Sink] = (),
+                 aggregate: str = "mean_logit", policy: Policy = "shed",
+                 clips: AlertClipWriter | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        alerts = alerts if alerts is not None else AlertOptions()
+        self.stream = stream
+        self.model = model
+        self.policy = policy
+        self.sinks: list[Sink] = list(sinks)
+        self.windower = StreamWindower(stream, sample_rate, channels, window, clock=clock)
+        self.alert_policy = AlertPolicy(alerts, threshold)
+        self.gate = alerts.make_gate(self.windower.options.sample_rate)
+        self.aggregate = RunningAggregate(aggregate)  # type: ignore[arg-type]
+        self.counters = SessionCounters()
+        self._clips = clips
+        self._shed_unreported = 0
+        self._tiled = False  # a clip shorter than one window, scored tiled
+        self._aborted = False
+        self._handle = batcher.open_stream(stream, self._on_result, policy=policy)
+
+    # -- input ------------------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        return self.alert_policy.threshold
+
+    @property
+    def in_flight(self) -> int:
+        return self._handle.in_flight
+
+    async def push(self, chunk: np.ndarray, arrival: float | None = None) -> None:
+        """Add float32 ``(n, channels)`` frames; completed windows go to the batcher."""
+        await self._submit(self.windower.push(chunk, arrival))
+
+    async def _submit(self, windows: list[Window]) -> None:
+        for w in windows:
+            if self.policy == "block":
+                await self._handle.wait_room()
+            # Silence is not worth an inference: it passes through the batcher, in order.
+            self._handle.submit(w, score=self.gate is None or self.gate(w.samples))
+
+    async def finish(self) -> SummaryEvent:
+        """End of stream: score what remains, wait for every result, emit and return the summary."""
+        try:
+            await self._submit(self.windower.finish())
+            await self._handle.drain()
+        finally:
+            self._handle.close()
+        summary = self.summary()
+        self._emit(summary)
+        return summary
+
+    async def run(self, source: Source) -> SummaryEvent:
+        """Stream a whole :class:`~realtime.sources.Source` through this session."""
+        rate = self.windower.sample_rate
+        async for chunk, chunk_rate in source:
+            if chunk_rate != rate:
+                raise AudioFormatError(f"stream {self.stream!r}: sample rate changed from {rate:g} to "
+                                       f"{chunk_rate:g} Hz mid-stream; a stream keeps one rate")
+            await self.push(chunk)
+        return await self.finish()
+
+    def abort(self) -> None:
+        """The stream is gone (client disconnected): no more events, no summary."""
+        self._aborted = True
+        self._handle.close()
+
+    def error(self, code: str, message: str) -> ErrorEvent:
+        """Emit an error event about this stream (and return it)."""
+        ev = ErrorEvent(code=code, message=message, stream=self.stream)
+        self._emit(ev)
+        return ev
+
+    # -- output -----------------------------------------------------------------------------
+
+    def summary(self) -> SummaryEvent:
+        p = self.aggregate.value
+        label = "no_speech" if p is None else self.alert_policy.label(p)
+        w = self.windower
+        return SummaryEvent(stream=self.stream, windows=self.counters.windows, spoof_probability=p,
+                            label=label, shed=self.counters.shed, model=self.model,
+                            duration_s=w.frames_in / w.sample_rate, tiled=self._tiled)
+
+    def _emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+    def _on_result(self, r: WindowResult) -> None:
+        c = self.counters
+        if r.status == "shed":
+            c.shed += 1
+            self._shed_unreported += 1
+            return
+        if self._aborted:
+            return
+        if r.status == "error":
+            c.errors += 1
+            self._emit(ErrorEvent(code="engine_error", stream=self.stream,
+                                  message=f"window {r.window.seq} ({r.window.start_s:.2f}-{r.window.end_s:.2f} s) "
+                                          f"not scored: {r.error}"))
+            return
+        if r.status == "scored":
+            p = r.probability
+            assert p is not None
+            state = self.alert_policy.update(p)
+            self.aggregate.add(p)
+            label, alert = self.alert_policy.label(p), state.alert
+            c.scored += 1
+        else:  # skipped by the speech gate
+            p, label, alert = None, "no_speech", self.alert_policy.alert
+        ev = ScoreEvent.for_window(r.window, p, label, alert, self.model, r.done_at,
+                                   shed=self._shed_unreported)
+        self._tiled |= r.window.tiled
+        self._shed_unreported = 0
+        c.windows += 1
+        if alert and p is not None:
+            c.alerts += 1
+            if self._clips is not None:
+                self._clips.save(ev, r.window.samples)
+        self._emit(ev)
+
+
+class LiveDetector:
+    """The process-wide part: one engine behind one :class:`MicroBatcher`, shared sinks
+    (``--json``, console), the alert clip writer, and a factory of :class:`StreamSession`."""
+
+    def __init__(self, engine: ScoringEngine, options: DetectorOptions | None = None, *,
+                 sinks: Iterable[Sink] = (), alerts: AlertOptions | None = None) -> None:
+        self.options = options if options is not None else DetectorOptions()
+        o = self.options
+        self.engine = engine
+        self.model: str = getattr(engine, "model_id", "model")
+        self.threshold: float = o.threshold if o.threshold is not None else getattr(engine, "threshold", 0.5)
+        self.window = WindowOptions(window_s=engine.window_samples / 16000, hop_s=o.hop_s)
+        self.alerts = alerts if alerts is not None else o.alerts
+        RunningAggregate(o.aggregate)  # type: ignore[arg-type]  # refuse "median" before any stream
+        self.sinks: list[Sink] = list(sinks)
+        self.batcher = MicroBatcher(engine, BatcherOptions(max_batch=o.max_batch, max_wait_ms=o.max_wait_ms,
+                                                           max_queue=o.max_queue, max_pending=o.max_pending,
+                                                           max_delay_ms=o.max_delay_ms, parallel=o.parallel))
+        self.clips = AlertClipWriter(o.save_alerts) if o.save_alerts is not None else None
+
+    def start(self) -> LiveDetector:
+        self.batcher.start()
+        return self
+
+    def open_stream(self, stream: str, sample_rate: float, channels: int = 1, *, policy: Policy = "shed",
+                    sinks: Iterable[Sink] = ()) -> StreamSession:
+        """A new session; its events go to ``sinks`` and then to the detector's shared sinks."""
+        return StreamSession(stream, sample_rate, channels, batcher=self.batcher, model=self.model,
+                             threshold=self.threshold, window=self.window, alerts=self.alerts,
+                             sinks=[*sinks, *self.sinks], aggregate=self.options.aggregate,
+                             policy=policy, clips=self.clips)
+
+    def ready(self, stream: str) -> ReadyEvent:
+        return ReadyEvent(stream=stream, window_s=self.window.window_s, hop_s=self.window.hop_s,
+                          model=self.model)
+
+    async def aclose(self) -> None:
+        """Drain the batcher and stop its worker; flush the alert clips."""
+        await self.batcher.aclose()
+        if self.clips is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.clips.close)
