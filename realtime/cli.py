@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -248,14 +249,28 @@ def _load_engine(options: DetectorOptions):
     return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
 
 
-async def _run_stdin(options: DetectorOptions, output: Output) -> int:
-    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
+def _live_detector(engine, options: DetectorOptions, sinks: list, observers: Sequence[RunObserver]):
+    """A LiveDetector whose events and windows also reach ``observers`` (the dashboard)."""
     from realtime.session import LiveDetector
+
+    def on_window(w) -> None:
+        for o in observers:
+            o.window(w)
+
+    detector = LiveDetector(engine, options, sinks=[*sinks, *(o.event for o in observers)],
+                            on_window=on_window if observers else None)
+    for o in observers:
+        o.engine_ready(engine, detector.threshold, options.hop_s)
+    return detector
+
+
+async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequence[RunObserver] = ()) -> int:
+    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
     from realtime.sources import StdinSource
 
     source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
     engine = _load_engine(options)
-    detector = LiveDetector(engine, options, sinks=[output]).start()
+    detector = _live_detector(engine, options, [output], observers).start()
     try:
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
@@ -266,11 +281,13 @@ async def _run_stdin(options: DetectorOptions, output: Output) -> int:
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
-async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> int:
-    """WebSocket server (``--input ws``) until SIGTERM/SIGINT."""
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO,
+                  observers: Sequence[RunObserver] = ()) -> int:
+    """WebSocket server (``--input ws``) until SIGTERM/SIGINT, or until cancelled (the dashboard
+    closed), which drains the streams the same way."""
     from realtime.console import ConsoleView
-    from realtime.server import run_server
-    from realtime.session import ConsoleSink, JsonLinesSink, LiveDetector
+    from realtime.server import DetectorServer, run_server
+    from realtime.session import ConsoleSink, JsonLinesSink
 
     logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
@@ -280,8 +297,19 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> i
     elif not options.quiet:
         sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
     engine = _load_engine(options)
+    servers: list[DetectorServer] = []
+    task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
+                                            on_ready=servers.append))
     try:
-        await run_server(LiveDetector(engine, options, sinks=sinks), options)
+        await asyncio.shield(task)  # a cancel from outside lands here, not in the server
+    except asyncio.CancelledError:
+        if servers:
+            servers[0].shutdown()  # as SIGTERM: summaries sent, clients closed with 1001
+        else:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
     finally:
         engine.close()
     return EXIT_OK
@@ -298,6 +326,13 @@ def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO)
 
     targets = {str(f): t for f, t in zip(files, plot_targets(options.plot, files))}
     return [TimelinePlotter(targets, written)]
+
+
+def _with_dashboard(detect, title: str, args: argparse.Namespace) -> int:
+    """Detection in a worker thread, the window on this one (see realtime.dashboard)."""
+    from realtime.dashboard import DashboardOptions, run_dashboard
+
+    return run_dashboard(detect, DashboardOptions(title=f"realtime-detect: {title}", exit_when_done=args.dashboard_exit))
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -343,17 +378,19 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             emit_windows = not options.offline or args.windows
             observers = _file_observers(files, options, stderr)
             if options.dashboard:
-                from realtime.dashboard import DashboardOptions, run_dashboard
-
-                title = f"realtime-detect: {files[0].name}" + (f" (+{len(files) - 1})" if len(files) > 1 else "")
-                return run_dashboard(lambda bridge: _run_files(files, options, output, emit_windows,
-                                                               [*observers, bridge]),
-                                     DashboardOptions(title=title, exit_when_done=args.dashboard_exit))
+                title = files[0].name + (f" (+{len(files) - 1})" if len(files) > 1 else "")
+                return _with_dashboard(lambda bridge: _run_files(files, options, output, emit_windows,
+                                                                 [*observers, bridge]), title, args)
             return asyncio.run(_run_files(files, options, output, emit_windows, observers))
         if kind == "-":
             output = Output(options, stdout, stderr, show_stream=False)
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_stdin(options, output, [bridge]), "stdin", args)
             return asyncio.run(_run_stdin(options, output))
         if kind == "ws":
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, [bridge]),
+                                       f"ws://{options.host}:{options.port}", args)
             return asyncio.run(_run_ws(options, stdout, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:

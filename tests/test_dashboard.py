@@ -281,3 +281,94 @@ def test_stream_list_is_bounded(qtbot) -> None:
     assert list(win.timelines) == ["call-1", "call-3", "call-4"]
     assert [win.stream_list.item(i).text().split()[0] for i in range(3)] == ["call-1", "call-3", "call-4"]
     assert win.selected == "call-4" and win.stream_list.currentRow() == 2
+
+
+def test_cli_stdin_with_dashboard(checkpoints: dict[str, Path]) -> None:
+    """`--input - --dashboard --dashboard-exit` in a subprocess fed through a pipe (live session path)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    pcm = np.clip(np.round(speech(6.0, 1) * 32767), -32768, 32767).astype("<i2").tobytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime.cli", "--input", "-", "--json", "--model", str(checkpoints["specrnet"]),
+         "--engine", "onnx", "--dashboard", "--dashboard-exit"],
+        cwd=REPO, input=pcm, capture_output=True, timeout=180,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert events[-1]["type"] == "summary" and events[-1]["stream"] == "stdin" and events[-1]["windows"] == 5
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ws_client(port: int, stream: str, audio: np.ndarray, out: dict[str, list]) -> None:
+    """Stream ``audio`` as s16le to the server (retrying until it listens) and keep every event."""
+    import time
+
+    from websockets.sync.client import connect
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ws = connect(f"ws://127.0.0.1:{port}/v1/stream")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 16000, "channels": 1, "format": "s16le",
+                            "stream": stream}))
+        pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2").tobytes()
+        for i in range(0, len(pcm), 6400):
+            ws.send(pcm[i:i + 6400])
+        ws.send(json.dumps({"type": "end"}))
+        out[stream] = [json.loads(m) for m in ws]
+
+
+def test_cli_websocket_server_with_dashboard(qtbot, checkpoints: dict[str, Path]) -> None:
+    """Two WebSocket clients at once: both streams listed, the selected one plotted as its client saw
+    it, its spectrogram shown; closing the window shuts the server down and the CLI exits 0."""
+    port = _free_port()
+    received: dict[str, list] = {}
+    clients = [threading.Thread(target=_ws_client, args=(port, f"call-{i}", speech(7.0, i), received))
+               for i in range(2)]
+    for c in clients:
+        c.start()
+    seen: dict = {}
+
+    def close_when_both_streams_are_done() -> None:
+        for w in QtWidgets.QApplication.topLevelWidgets():
+            if (isinstance(w, DashboardWindow) and w.isVisible() and len(w.summaries) == 2
+                    and not any(c.is_alive() for c in clients) and w.up_to_date()):
+                seen.update(streams=list(w.timelines), selected=w.selected, data=w.curve.getData(),
+                            spec=None if w.spectrogram is None else w.spectrogram.shape,
+                            listed=w.stream_list.count(), visible=w.stream_list.isVisible())
+                w.close()
+                return
+        QtCore.QTimer.singleShot(50, close_when_both_streams_are_done)
+
+    QtCore.QTimer.singleShot(0, close_when_both_streams_are_done)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--input", "ws", "--port", str(port), "--json", "--model", str(checkpoints["specrnet"]),
+                 "--engine", "onnx", "--dashboard"], stdout=out, stderr=err)
+    for c in clients:
+        c.join(10)
+    assert code == 0, err.getvalue()
+    assert sorted(seen["streams"]) == ["call-0", "call-1"] and seen["listed"] == 2 and seen["visible"]
+    sel = seen["selected"]
+    scores = [e for e in received[sel] if e["type"] == "score"]
+    assert len(scores) == 7 and received[sel][-1]["type"] == "summary"
+    x, y = seen["data"]
+    np.testing.assert_array_equal(x, [e["end_s"] for e in scores])
+    np.testing.assert_allclose(y, [e["spoof_probability"] for e in scores], atol=5.1e-5)  # JSON: 4 decimals
+    assert seen["spec"] == (80, 401)
+    assert not _dashboard_threads()

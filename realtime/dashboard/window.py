@@ -182,8 +182,10 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def settled(self) -> bool:
         """Detection has ended and everything it produced is on screen (spectrogram included)."""
-        if not self.done:
-            return False
+        return self.done and self.up_to_date()
+
+    def up_to_date(self) -> bool:
+        """The spectrogram shows the newest window of the selected stream (or there is none)."""
         w = self.latest_windows.get(self.selected) if self.selected else None
         return w is None or self.model is None or self.spectrogram_key == (w.stream, w.seq)
 
