@@ -9,6 +9,9 @@ Examples:
   realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
   ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
   realtime-detect --list-engines                     what can run on this machine, and why not
+  realtime-detect --input call.wav --dashboard       live plot window (extra: dashboard)
+  realtime-detect --input call.wav --offline --plot timeline.png
+                                                     the timeline as an image (extra: plot)
 
 Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
@@ -17,15 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from realtime.options import DetectorOptions
+
+if TYPE_CHECKING:
+    from realtime.filerun import RunObserver
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -85,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
+    out.add_argument("--dashboard", action="store_true",
+                     help="live window: probability timeline, verdict, level, spectrogram (extra: dashboard)")
+    out.add_argument("--dashboard-exit", action="store_true",
+                     help="with --dashboard: close the window when the input ends (default: keep it open)")
+    out.add_argument("--plot", type=Path, metavar="PATH",
+                     help="files: write each file's timeline image (.png/.svg/.pdf; several files: "
+                          "PATH-<file stem>.png; a folder: FOLDER/<file stem>.png) (extra: plot)")
     srv = ap.add_argument_group("WebSocket server (--input ws)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -163,6 +178,13 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--speed {args.speed}: must be between 0.01 and 1000")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         ap.error(f"--threshold {args.threshold}: must be a probability between 0 and 1")
+    if args.plot is not None and not args.plot.is_dir():
+        from realtime.plot import FORMATS
+
+        if args.plot.suffix.lower() not in FORMATS:
+            ap.error(f"--plot {args.plot}: name an image ({', '.join(FORMATS)}) or an existing folder")
+    if args.dashboard_exit and not args.dashboard:
+        ap.error("--dashboard-exit needs --dashboard")
     if not 0 <= args.port <= 65535:
         ap.error(f"--port {args.port}: must be 0..65535")
     for name in ("max_connections", "max_pending", "max_queue", "parallel"):
@@ -188,16 +210,32 @@ def list_engines(stdout: TextIO) -> int:
     return EXIT_OK
 
 
-async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool) -> int:
+async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool,
+                     observers: Sequence[RunObserver] = ()) -> int:
+    """Score ``paths`` one after another; ``observers`` (dashboard, --plot) see every window
+    even when ``emit_windows`` is off, which only keeps window events from ``output``."""
     import engines
     from realtime.filerun import FileScorer
 
+    def emit(ev) -> None:
+        if emit_windows or ev.type != "score":
+            output(ev)
+        for o in observers:
+            o.event(ev)
+
+    def on_window(w) -> None:
+        for o in observers:
+            o.window(w)
+
     engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
-    scorer = FileScorer(engine, options, output)
+    scorer = FileScorer(engine, options, emit, on_window if observers else None)
+    for o in observers:
+        o.engine_ready(engine, scorer.threshold, options.hop_s)
     failed = 0
     try:
         for path in paths:
-            result = await scorer.score_file(path, realtime=not options.offline, emit_windows=emit_windows)
+            result = await scorer.score_file(path, realtime=not options.offline,
+                                             emit_windows=emit_windows or bool(observers))
             failed += result.type == "error"
     finally:
         scorer.close()
@@ -211,14 +249,28 @@ def _load_engine(options: DetectorOptions):
     return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
 
 
-async def _run_stdin(options: DetectorOptions, output: Output) -> int:
-    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
+def _live_detector(engine, options: DetectorOptions, sinks: list, observers: Sequence[RunObserver]):
+    """A LiveDetector whose events and windows also reach ``observers`` (the dashboard)."""
     from realtime.session import LiveDetector
+
+    def on_window(w) -> None:
+        for o in observers:
+            o.window(w)
+
+    detector = LiveDetector(engine, options, sinks=[*sinks, *(o.event for o in observers)],
+                            on_window=on_window if observers else None)
+    for o in observers:
+        o.engine_ready(engine, detector.threshold, options.hop_s)
+    return detector
+
+
+async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequence[RunObserver] = ()) -> int:
+    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
     from realtime.sources import StdinSource
 
     source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
     engine = _load_engine(options)
-    detector = LiveDetector(engine, options, sinks=[output]).start()
+    detector = _live_detector(engine, options, [output], observers).start()
     try:
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
@@ -229,11 +281,13 @@ async def _run_stdin(options: DetectorOptions, output: Output) -> int:
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
-async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> int:
-    """WebSocket server (``--input ws``) until SIGTERM/SIGINT."""
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO,
+                  observers: Sequence[RunObserver] = ()) -> int:
+    """WebSocket server (``--input ws``) until SIGTERM/SIGINT, or until cancelled (the dashboard
+    closed), which drains the streams the same way."""
     from realtime.console import ConsoleView
-    from realtime.server import run_server
-    from realtime.session import ConsoleSink, JsonLinesSink, LiveDetector
+    from realtime.server import DetectorServer, run_server
+    from realtime.session import ConsoleSink, JsonLinesSink
 
     logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
@@ -243,11 +297,42 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO) -> i
     elif not options.quiet:
         sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
     engine = _load_engine(options)
+    servers: list[DetectorServer] = []
+    task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
+                                            on_ready=servers.append))
     try:
-        await run_server(LiveDetector(engine, options, sinks=sinks), options)
+        await asyncio.shield(task)  # a cancel from outside lands here, not in the server
+    except asyncio.CancelledError:
+        if servers:
+            servers[0].shutdown()  # as SIGTERM: summaries sent, clients closed with 1001
+        else:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
     finally:
         engine.close()
     return EXIT_OK
+
+
+def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO) -> list[RunObserver]:
+    if options.plot is None:
+        return []
+    from realtime.plot import TimelinePlotter, plot_targets
+
+    def written(path: Path) -> None:
+        if not options.quiet:
+            print(f"realtime-detect: timeline written to {path}", file=stderr, flush=True)
+
+    targets = {str(f): t for f, t in zip(files, plot_targets(options.plot, files))}
+    return [TimelinePlotter(targets, written)]
+
+
+def _with_dashboard(detect, title: str, args: argparse.Namespace) -> int:
+    """Detection in a worker thread, the window on this one (see realtime.dashboard)."""
+    from realtime.dashboard import DashboardOptions, run_dashboard
+
+    return run_dashboard(detect, DashboardOptions(title=f"realtime-detect: {title}", exit_when_done=args.dashboard_exit))
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -269,7 +354,18 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     if any(x in special for x in args.input) and len(args.input) > 1:
         ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
     kind = args.input[0] if args.input[0] in special else "files"
+    if args.plot is not None and kind != "files":
+        ap.error(f"--plot: only for files, not --input {kind}")
     try:
+        # Missing extras are reported before any audio is touched.
+        if options.dashboard:
+            from realtime.dashboard import check_available
+
+            check_available()
+        if options.plot is not None:
+            from realtime.plot import require_matplotlib
+
+            require_matplotlib()
         if kind == "files":
             from realtime.filerun import expand_inputs
 
@@ -280,11 +376,21 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                 return EXIT_FAILED
             output = Output(options, stdout, stderr, show_stream=len(files) > 1)
             emit_windows = not options.offline or args.windows
-            return asyncio.run(_run_files(files, options, output, emit_windows))
+            observers = _file_observers(files, options, stderr)
+            if options.dashboard:
+                title = files[0].name + (f" (+{len(files) - 1})" if len(files) > 1 else "")
+                return _with_dashboard(lambda bridge: _run_files(files, options, output, emit_windows,
+                                                                 [*observers, bridge]), title, args)
+            return asyncio.run(_run_files(files, options, output, emit_windows, observers))
         if kind == "-":
             output = Output(options, stdout, stderr, show_stream=False)
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_stdin(options, output, [bridge]), "stdin", args)
             return asyncio.run(_run_stdin(options, output))
         if kind == "ws":
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, [bridge]),
+                                       f"ws://{options.host}:{options.port}", args)
             return asyncio.run(_run_ws(options, stdout, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +29,18 @@ from realtime.windowing import StreamWindower, Window, WindowOptions
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aif", ".aiff", ".caf", ".w64", ".au"})
 
 Emit = Callable[[ScoreEvent | SummaryEvent | ErrorEvent], None]
+
+
+class RunObserver(Protocol):
+    """A display fed beside the event sinks (the dashboard, --plot). It needs what events leave
+    out: the threshold and front end of the engine, and the samples of each scored window.
+    Called on the detection side: implementations must return at once."""
+
+    def engine_ready(self, engine: Engine, threshold: float, hop_s: float) -> None: ...
+
+    def window(self, window: Window) -> None: ...
+
+    def event(self, ev: ScoreEvent | SummaryEvent | ErrorEvent) -> None: ...
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -52,6 +65,7 @@ class FileScorer:
     engine: Engine
     options: DetectorOptions
     emit: Emit
+    on_window: Callable[[Window], None] | None = None  # sees each scored window just before its event
 
     def __post_init__(self) -> None:
         self.threshold = self.options.threshold if self.options.threshold is not None else self.engine.threshold
@@ -108,6 +122,8 @@ class FileScorer:
         probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
         for w, z, p in zip(windows, logits, probs):
             agg.add(float(z))
+            if self.on_window is not None:
+                self.on_window(w)
             if emit_windows:
                 label = self.label(float(p))
                 self.emit(ScoreEvent.for_window(w, float(p), label, label == "spoof", self.engine.model_id, done))
