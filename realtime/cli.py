@@ -25,12 +25,15 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from realtime.options import DetectorOptions
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from realtime.filerun import RunObserver
@@ -100,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", type=Path, metavar="PATH",
                      help="files: write each file's timeline image (.png/.svg/.pdf; several files: "
                           "PATH-<file stem>.png; a folder: FOLDER/<file stem>.png) (extra: plot)")
+    mic = ap.add_argument_group("microphone (--input mic)")
+    mic.add_argument("--device", default=None,
+                     help="input device: index or part of its name (default: the system's default input)")
+    mic.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    mic.add_argument("--retry", action="store_true",
+                     help="reopen the device (with backoff) if it disappears, instead of stopping with an error")
     srv = ap.add_argument_group("WebSocket server (--input ws)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -281,6 +290,59 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
+async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator[T]:
+    """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends."""
+    it = aiter(source)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(it))
+            await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                # Let the cancellation land before closing the generator it is running in.
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                return
+            try:
+                yield nxt.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
+                   observers: Sequence[RunObserver] = ()) -> int:
+    """Microphone (``--input mic``): one live stream until Ctrl+C (or the dashboard closes)."""
+    from realtime.sources.mic import MicSource
+
+    source = MicSource(options.device, retry=options.retry)  # opens lazily; errors name the device
+    engine = _load_engine(options)
+    detector = _live_detector(engine, options, [output], observers).start()
+    # Ctrl+C / SIGTERM end the capture like the end of a file: pending windows scored, summary printed.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
+        await session.run(_until(source, stop))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await detector.aclose()
+        engine.close()
+        lost = source.overflows + source.device_overflows
+        if lost:
+            print(f"realtime-detect: microphone: {lost} overflow(s), {source.dropped_frames} frames dropped"
+                  " (the machine could not keep up)", file=stderr)
+    return EXIT_FAILED if output.errors else EXIT_OK
+
+
 async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO,
                   observers: Sequence[RunObserver] = ()) -> int:
     """WebSocket server (``--input ws``) until SIGTERM/SIGINT, or until cancelled (the dashboard
@@ -342,6 +404,16 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     args = ap.parse_args(argv)
     if args.list_engines:
         return list_engines(stdout)
+    if args.list_devices:
+        from realtime.errors import RealtimeError
+        from realtime.sources.mic import list_devices
+
+        try:
+            print(list_devices(), file=stdout)
+        except RealtimeError as e:
+            print(f"realtime-detect: {e}", file=stderr)
+            return EXIT_FAILED
+        return EXIT_OK
     if not args.input:
         ap.error("--input is required (try --input demo)")
     _validate(args, ap)
@@ -392,6 +464,11 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                 return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, [bridge]),
                                        f"ws://{options.host}:{options.port}", args)
             return asyncio.run(_run_ws(options, stdout, stderr))
+        if kind == "mic":
+            output = Output(options, stdout, stderr, show_stream=False)
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_mic(options, output, stderr, [bridge]), "microphone", args)
+            return asyncio.run(_run_mic(options, output, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
         print(f"realtime-detect: {e}", file=stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import importlib.abc
 import sys
 import time
@@ -362,3 +363,39 @@ def test_break_closes_the_stream_and_a_second_iteration_starts_fresh(pulse):
             assert src.frames_captured >= src.sample_rate // 5
 
     asyncio.run(asyncio.wait_for(run(), 20))
+
+
+@pytest.mark.audio
+def test_cli_scores_the_clip_played_into_the_microphone(tmp_path, checkpoints):
+    """realtime-detect --input mic on a real PortAudio/PulseAudio stack: windows while the clip
+    plays are speech (scored), and Ctrl+C ends with a summary."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _stack_or_skip()
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, speech(6.0, 1), 16000)
+    with pulse_helpers.PulseAudio(tmp_path / "pulse", rate=48000, channels=1) as pa:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "realtime.cli", "--input", "mic", "--device", pulse_helpers.PORTAUDIO_DEVICE,
+             "--json", "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
+            env={**os.environ, **pa.env}, cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)  # engine loaded and capture running before the clip starts
+        assert pa.play(wav).wait(timeout=30) == 0
+        time.sleep(1.0)
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=30)
+    assert cli.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    scores = [e for e in events if e["type"] == "score"]
+    assert events[-1]["type"] == "summary" and events[-1]["windows"] == len(scores)
+    assert [e["seq"] for e in scores] == list(range(len(scores)))
+    assert all(e["end_s"] - e["start_s"] == pytest.approx(4.0) for e in scores)
+    # ~9 s captured (2 s before, 6 s clip, 1 s after): the windows inside the clip hold speech.
+    speech_windows = [e for e in scores if e["label"] != "no_speech"]
+    assert len(scores) >= 8 and len(speech_windows) >= 4, [(e["end_s"], e["label"]) for e in scores]
+    assert all(0.0 <= e["spoof_probability"] <= 1.0 for e in speech_windows)
