@@ -236,6 +236,8 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
         for o in observers:
             o.window(w)
 
+    if not options.offline:
+        return await _run_paced_files(paths, options, output, observers)
     engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
     scorer = FileScorer(engine, options, emit, on_window if observers else None)
     for o in observers:
@@ -243,11 +245,42 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
     failed = 0
     try:
         for path in paths:
-            result = await scorer.score_file(path, realtime=not options.offline,
-                                             emit_windows=emit_windows or bool(observers))
+            result = await scorer.score_file(path, emit_windows=emit_windows or bool(observers))
             failed += result.type == "error"
     finally:
         scorer.close()
+        engine.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: Output,
+                           observers: Sequence[RunObserver] = ()) -> int:
+    """Replay files in real time through the live path (speech gate, micro-batcher, alert rule),
+    so a recorded call shows exactly what live monitoring of it would have shown."""
+    from realtime.errors import RealtimeError
+    from realtime.events import ErrorEvent
+    from realtime.sources.file import FileSource
+
+    engine = _load_engine(options)
+    detector = _live_detector(engine, options, [output], observers).start()
+    failed = 0
+    try:
+        for path in paths:
+            session = None
+            try:
+                source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
+                                    stream_id=str(path))
+                # A file can wait for the engine: backpressure, never shedding.
+                session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
+                                               policy="block")
+                await session.run(source)
+            except RealtimeError as e:
+                failed += 1
+                output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
+                if session is not None:
+                    session.abort()
+    finally:
+        await detector.aclose()
         engine.close()
     return EXIT_FAILED if failed else EXIT_OK
 
