@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import signal
