@@ -9,6 +9,9 @@ Examples:
   realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
   ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
   realtime-detect --list-engines                     what can run on this machine, and why not
+  realtime-detect --input call.wav --dashboard       live plot window (extra: dashboard)
+  realtime-detect --input call.wav --offline --plot timeline.png
+                                                     the timeline as an image (extra: plot)
 
 Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
@@ -17,14 +20,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from realtime.options import DetectorOptions
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from realtime.filerun import RunObserver
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -92,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="durable event log: every score, alert, summary and error, appended (see realtime/eventlog.py)")
     out.add_argument("--events-fsync", dest="events_fsync_s", type=float, default=1.0, metavar="SECONDS",
                      help="event log: fsync at most this long after each write (default 1; 0: every batch)")
+    out.add_argument("--dashboard", action="store_true",
+                     help="live window: probability timeline, verdict, level, spectrogram (extra: dashboard)")
+    out.add_argument("--dashboard-exit", action="store_true",
+                     help="with --dashboard: close the window when the input ends (default: keep it open)")
+    out.add_argument("--plot", type=Path, metavar="PATH",
+                     help="files: write each file's timeline image (.png/.svg/.pdf; several files: "
+                          "PATH-<file stem>.png; a folder: FOLDER/<file stem>.png) (extra: plot)")
+    mic = ap.add_argument_group("microphone (--input mic)")
+    mic.add_argument("--device", default=None,
+                     help="input device: index or part of its name (default: the system's default input)")
+    mic.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    mic.add_argument("--retry", action="store_true",
+                     help="reopen the device (with backoff) if it disappears, instead of stopping with an error")
     srv = ap.add_argument_group("WebSocket server (--input ws)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -168,6 +191,13 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--speed {args.speed}: must be between 0.01 and 1000")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         ap.error(f"--threshold {args.threshold}: must be a probability between 0 and 1")
+    if args.plot is not None and not args.plot.is_dir():
+        from realtime.plot import FORMATS
+
+        if args.plot.suffix.lower() not in FORMATS:
+            ap.error(f"--plot {args.plot}: name an image ({', '.join(FORMATS)}) or an existing folder")
+    if args.dashboard_exit and not args.dashboard:
+        ap.error("--dashboard-exit needs --dashboard")
     if not 0 <= args.port <= 65535:
         ap.error(f"--port {args.port}: must be 0..65535")
     for name in ("max_connections", "max_pending", "max_queue", "parallel"):
@@ -210,19 +240,68 @@ def list_engines(stdout: TextIO) -> int:
     return EXIT_OK
 
 
-async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool) -> int:
+async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool,
+                     observers: Sequence[RunObserver] = ()) -> int:
+    """Score ``paths`` one after another; ``observers`` (dashboard, --plot) see every window
+    even when ``emit_windows`` is off, which only keeps window events from ``output``."""
     import engines
     from realtime.filerun import FileScorer
 
+    def emit(ev) -> None:
+        if emit_windows or ev.type != "score":
+            output(ev)
+        for o in observers:
+            o.event(ev)
+
+    def on_window(w) -> None:
+        for o in observers:
+            o.window(w)
+
+    if not options.offline:
+        return await _run_paced_files(paths, options, output, observers)
     engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
-    scorer = FileScorer(engine, options, output)
+    scorer = FileScorer(engine, options, emit, on_window if observers else None)
+    for o in observers:
+        o.engine_ready(engine, scorer.threshold, options.hop_s)
     failed = 0
     try:
         for path in paths:
-            result = await scorer.score_file(path, realtime=not options.offline, emit_windows=emit_windows)
+            result = await scorer.score_file(path, emit_windows=emit_windows or bool(observers))
             failed += result.type == "error"
     finally:
         scorer.close()
+        engine.close()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: Output,
+                           observers: Sequence[RunObserver] = ()) -> int:
+    """Replay files in real time through the live path (speech gate, micro-batcher, alert rule),
+    so a recorded call shows exactly what live monitoring of it would have shown."""
+    from realtime.errors import RealtimeError
+    from realtime.events import ErrorEvent
+    from realtime.sources.file import FileSource
+
+    engine = _load_engine(options)
+    detector = _live_detector(engine, options, [output], observers).start()
+    failed = 0
+    try:
+        for path in paths:
+            session = None
+            try:
+                source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
+                                    stream_id=str(path))
+                # A file can wait for the engine: backpressure, never shedding.
+                session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
+                                               policy="block")
+                await session.run(source)
+            except RealtimeError as e:
+                failed += 1
+                output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
+                if session is not None:
+                    session.abort()
+    finally:
+        await detector.aclose()
         engine.close()
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -233,14 +312,28 @@ def _load_engine(options: DetectorOptions):
     return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
 
 
-async def _run_stdin(options: DetectorOptions, output: Output) -> int:
-    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
+def _live_detector(engine, options: DetectorOptions, sinks: list, observers: Sequence[RunObserver]):
+    """A LiveDetector whose events and windows also reach ``observers`` (the dashboard)."""
     from realtime.session import LiveDetector
+
+    def on_window(w) -> None:
+        for o in observers:
+            o.window(w)
+
+    detector = LiveDetector(engine, options, sinks=[*sinks, *(o.event for o in observers)],
+                            on_window=on_window if observers else None)
+    for o in observers:
+        o.engine_ready(engine, detector.threshold, options.hop_s)
+    return detector
+
+
+async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequence[RunObserver] = ()) -> int:
+    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
     from realtime.sources import StdinSource
 
     source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
     engine = _load_engine(options)
-    detector = LiveDetector(engine, options, sinks=[output]).start()
+    detector = _live_detector(engine, options, [output], observers).start()
     try:
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
@@ -251,11 +344,66 @@ async def _run_stdin(options: DetectorOptions, output: Output) -> int:
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
-async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, event_log) -> int:
-    """WebSocket server (``--input ws``) until SIGTERM/SIGINT."""
+async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator[T]:
+    """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends."""
+    it = aiter(source)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(it))
+            await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                # Let the cancellation land before closing the generator it is running in.
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                return
+            try:
+                yield nxt.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
+                   observers: Sequence[RunObserver] = ()) -> int:
+    """Microphone (``--input mic``): one live stream until Ctrl+C (or the dashboard closes)."""
+    from realtime.sources.mic import MicSource
+
+    source = MicSource(options.device, retry=options.retry)  # opens lazily; errors name the device
+    engine = _load_engine(options)
+    detector = _live_detector(engine, options, [output], observers).start()
+    # Ctrl+C / SIGTERM end the capture like the end of a file: pending windows scored, summary printed.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
+        await session.run(_until(source, stop))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await detector.aclose()
+        engine.close()
+        lost = source.overflows + source.device_overflows
+        if lost:
+            print(f"realtime-detect: microphone: {lost} overflow(s), {source.dropped_frames} frames dropped"
+                  " (the machine could not keep up)", file=stderr)
+    return EXIT_FAILED if output.errors else EXIT_OK
+
+
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, event_log=None,
+                  observers: Sequence[RunObserver] = ()) -> int:
+    """WebSocket server (``--input ws``) until SIGTERM/SIGINT, or until cancelled (the dashboard
+    closed), which drains the streams the same way."""
     from realtime.console import ConsoleView
-    from realtime.server import run_server
-    from realtime.session import ConsoleSink, JsonLinesSink, LiveDetector
+    from realtime.server import DetectorServer, run_server
+    from realtime.session import ConsoleSink, JsonLinesSink
 
     logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
@@ -267,11 +415,42 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, even
     if event_log is not None:
         sinks.append(event_log)
     engine = _load_engine(options)
+    servers: list[DetectorServer] = []
+    task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
+                                            on_ready=servers.append))
     try:
-        await run_server(LiveDetector(engine, options, sinks=sinks), options)
+        await asyncio.shield(task)  # a cancel from outside lands here, not in the server
+    except asyncio.CancelledError:
+        if servers:
+            servers[0].shutdown()  # as SIGTERM: summaries sent, clients closed with 1001
+        else:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
     finally:
         engine.close()
     return EXIT_OK
+
+
+def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO) -> list[RunObserver]:
+    if options.plot is None:
+        return []
+    from realtime.plot import TimelinePlotter, plot_targets
+
+    def written(path: Path) -> None:
+        if not options.quiet:
+            print(f"realtime-detect: timeline written to {path}", file=stderr, flush=True)
+
+    targets = {str(f): t for f, t in zip(files, plot_targets(options.plot, files))}
+    return [TimelinePlotter(targets, written)]
+
+
+def _with_dashboard(detect, title: str, args: argparse.Namespace) -> int:
+    """Detection in a worker thread, the window on this one (see realtime.dashboard)."""
+    from realtime.dashboard import DashboardOptions, run_dashboard
+
+    return run_dashboard(detect, DashboardOptions(title=f"realtime-detect: {title}", exit_when_done=args.dashboard_exit))
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -281,6 +460,16 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     args = ap.parse_args(argv)
     if args.list_engines:
         return list_engines(stdout)
+    if args.list_devices:
+        from realtime.errors import RealtimeError
+        from realtime.sources.mic import list_devices
+
+        try:
+            print(list_devices(), file=stdout)
+        except RealtimeError as e:
+            print(f"realtime-detect: {e}", file=stderr)
+            return EXIT_FAILED
+        return EXIT_OK
     if not args.input:
         ap.error("--input is required (try --input demo)")
     _validate(args, ap)
@@ -293,9 +482,20 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     if any(x in special for x in args.input) and len(args.input) > 1:
         ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
     kind = args.input[0] if args.input[0] in special else "files"
+    if args.plot is not None and kind != "files":
+        ap.error(f"--plot: only for files, not --input {kind}")
     event_log = None
     try:
         event_log = _open_event_log(options)
+        # Missing extras are reported before any audio is touched.
+        if options.dashboard:
+            from realtime.dashboard import check_available
+
+            check_available()
+        if options.plot is not None:
+            from realtime.plot import require_matplotlib
+
+            require_matplotlib()
         if kind == "files":
             from realtime.filerun import expand_inputs
 
@@ -306,12 +506,27 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                 return EXIT_FAILED
             output = Output(options, stdout, stderr, show_stream=len(files) > 1, event_log=event_log)
             emit_windows = not options.offline or args.windows
-            return asyncio.run(_run_files(files, options, output, emit_windows))
+            observers = _file_observers(files, options, stderr)
+            if options.dashboard:
+                title = files[0].name + (f" (+{len(files) - 1})" if len(files) > 1 else "")
+                return _with_dashboard(lambda bridge: _run_files(files, options, output, emit_windows,
+                                                                 [*observers, bridge]), title, args)
+            return asyncio.run(_run_files(files, options, output, emit_windows, observers))
         if kind == "-":
             output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_stdin(options, output, [bridge]), "stdin", args)
             return asyncio.run(_run_stdin(options, output))
         if kind == "ws":
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, event_log, [bridge]),
+                                       f"ws://{options.host}:{options.port}", args)
             return asyncio.run(_run_ws(options, stdout, stderr, event_log))
+        if kind == "mic":
+            output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
+            if options.dashboard:
+                return _with_dashboard(lambda bridge: _run_mic(options, output, stderr, [bridge]), "microphone", args)
+            return asyncio.run(_run_mic(options, output, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
         print(f"realtime-detect: {e}", file=stderr)

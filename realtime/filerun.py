@@ -1,19 +1,21 @@
-"""Scoring audio files: paced like a live stream (one event per hop) or offline, as fast as possible.
+"""Offline scoring of audio files (``--offline``): as fast as possible, a summary per file.
 
-A file is streamed through the same windower as live audio, so offline scores equal live ones.
-Offline, windows are scored in batches of up to ``max_batch``; memory stays bounded by one batch
-whatever the file's length. The file verdict aggregates its windows (``--aggregate``, default:
-the mean of the window logits, then the sigmoid).
+A file is streamed through the same windower as live audio, so offline scores equal live ones;
+windows are scored in batches of up to ``max_batch``, so memory stays bounded by one batch whatever
+the file's length. Every window gets the model's verdict (no speech gate, no alert smoothing:
+this is the mode for evaluation). The file verdict aggregates its windows (``--aggregate``,
+default: the mean of the window logits, then the sigmoid). Replaying a file in real time goes
+through the live session instead (realtime/session.py), exactly as a microphone would.
 """
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +30,18 @@ from realtime.windowing import StreamWindower, Window, WindowOptions
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aif", ".aiff", ".caf", ".w64", ".au"})
 
 Emit = Callable[[ScoreEvent | SummaryEvent | ErrorEvent], None]
+
+
+class RunObserver(Protocol):
+    """A display fed beside the event sinks (the dashboard, --plot). It needs what events leave
+    out: the threshold and front end of the engine, and the samples of each scored window.
+    Called on the detection side: implementations must return at once."""
+
+    def engine_ready(self, engine: Engine, threshold: float, hop_s: float) -> None: ...
+
+    def window(self, window: Window) -> None: ...
+
+    def event(self, ev: ScoreEvent | SummaryEvent | ErrorEvent) -> None: ...
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -52,6 +66,7 @@ class FileScorer:
     engine: Engine
     options: DetectorOptions
     emit: Emit
+    on_window: Callable[[Window], None] | None = None  # sees each scored window just before its event
 
     def __post_init__(self) -> None:
         self.threshold = self.options.threshold if self.options.threshold is not None else self.engine.threshold
@@ -64,23 +79,20 @@ class FileScorer:
     def label(self, p: float) -> str:
         return "spoof" if p >= self.threshold else "bonafide"
 
-    async def score_file(self, path: Path, *, realtime: bool, stream_id: str | None = None,
+    async def score_file(self, path: Path, *, stream_id: str | None = None,
                          emit_windows: bool = True) -> SummaryEvent | ErrorEvent:
         """Stream one file through the windower and the engine; emits score events (when
         ``emit_windows``) and returns (and emits) the summary, or an error event."""
         sid = stream_id or str(path)
         try:
-            source = FileSource(path, realtime=realtime, chunk_s=self.options.chunk_s, speed=self.options.speed,
-                                stream_id=sid)
+            source = FileSource(path, realtime=False, chunk_s=self.options.chunk_s, stream_id=sid)
             windower = StreamWindower(sid, source.sample_rate, source.channels, self.window_opts)
             agg = RunningAggregate(self.options.aggregate, logits=True)
             pending: list[Window] = []
             tiled = False
-            # Paced: score each window as soon as it is complete (latency). Offline: fill a batch.
-            batch = 1 if realtime else self.engine.max_batch
             async for chunk, _rate in source:
                 pending.extend(windower.push(chunk))
-                if len(pending) >= batch:
+                if len(pending) >= self.engine.max_batch:
                     await self._score(pending, agg, emit_windows)
                     pending = []
             pending.extend(windower.finish())
@@ -108,10 +120,9 @@ class FileScorer:
         probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
         for w, z, p in zip(windows, logits, probs):
             agg.add(float(z))
+            if self.on_window is not None:
+                self.on_window(w)
             if emit_windows:
                 label = self.label(float(p))
                 self.emit(ScoreEvent.for_window(w, float(p), label, label == "spoof", self.engine.model_id, done))
 
-
-def default_threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))

@@ -94,6 +94,7 @@ class StreamSession:
                  alerts: AlertOptions | None = None, sinks: Iterable[Sink] = (),
                  aggregate: str = "mean_logit", policy: Policy = "shed",
                  clips: AlertClipWriter | None = None,
+                 on_window: Callable[[Window], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         alerts = alerts if alerts is not None else AlertOptions()
         self.stream = stream
@@ -106,6 +107,7 @@ class StreamSession:
         self.aggregate = RunningAggregate(aggregate)  # type: ignore[arg-type]
         self.counters = SessionCounters()
         self._clips = clips
+        self._on_window = on_window  # a display's view of the samples (spectrogram, level); must not block
         self._shed_unreported = 0
         self._tiled = False  # a clip shorter than one window, scored tiled
         self._aborted = False
@@ -210,6 +212,8 @@ class StreamSession:
             c.alerts += 1
             if self._clips is not None:
                 self._clips.save(ev, r.window.samples)
+        if self._on_window is not None:
+            self._on_window(r.window)
         self._emit(ev)
 
 
@@ -218,7 +222,8 @@ class LiveDetector:
     (``--json``, console), the alert clip writer, and a factory of :class:`StreamSession`."""
 
     def __init__(self, engine: ScoringEngine, options: DetectorOptions | None = None, *,
-                 sinks: Iterable[Sink] = (), alerts: AlertOptions | None = None) -> None:
+                 sinks: Iterable[Sink] = (), alerts: AlertOptions | None = None,
+                 on_window: Callable[[Window], None] | None = None) -> None:
         self.options = options if options is not None else DetectorOptions()
         o = self.options
         self.engine = engine
@@ -232,6 +237,7 @@ class LiveDetector:
                                                            max_queue=o.max_queue, max_pending=o.max_pending,
                                                            max_delay_ms=o.max_delay_ms, parallel=o.parallel))
         self.clips = AlertClipWriter(o.save_alerts) if o.save_alerts is not None else None
+        self.on_window = on_window  # every stream's scored windows, in order, before their events
 
     def start(self) -> LiveDetector:
         self.batcher.start()
@@ -243,7 +249,7 @@ class LiveDetector:
         return StreamSession(stream, sample_rate, channels, batcher=self.batcher, model=self.model,
                              threshold=self.threshold, window=self.window, alerts=self.alerts,
                              sinks=[*sinks, *self.sinks], aggregate=self.options.aggregate,
-                             policy=policy, clips=self.clips)
+                             policy=policy, clips=self.clips, on_window=self.on_window)
 
     def ready(self, stream: str) -> ReadyEvent:
         return ReadyEvent(stream=stream, window_s=self.window.window_s, hop_s=self.window.hop_s,

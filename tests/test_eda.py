@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from training.eda import EdaError, EdaOptions, analyze, main, run
 pytest.importorskip("matplotlib")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("REALTIME_DETECT_DATA", REPO.parent / "shared" / "data"))
+from tests.conftest import DATA
 MANIFEST = DATA / "bonafide" / "manifest.csv"
 SR = 16_000
 

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.eventlog import (EventLog, EventLogError, EventLogOptions, JsonlEventLog, SqliteEventLog,
+from realtime.eventlog import (EventLogError, EventLogOptions, JsonlEventLog, SqliteEventLog,
                                open_event_log)
 from realtime.events import ErrorEvent, ReadyEvent, ScoreEvent, SummaryEvent, parse_event
 from tests.conftest import speech

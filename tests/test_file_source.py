@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from realtime.sources import FileSource, Source, read_audio
 from realtime.sources import file as file_mod
 from realtime.windowing import StreamWindower
 
-DATA = Path(os.environ.get("REALTIME_DETECT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from tests.conftest import DATA
 SPEECH = DATA / "bonafide" / "ljspeech" / "LJ001-0009.flac"  # 6.525 s
 
 

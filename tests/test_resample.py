@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from hypothesis import strategies as st
 from realtime.errors import AudioFormatError
 from realtime.resample import StreamResampler, check_channels, check_rate, downmix
 
-DATA = Path(os.environ.get("REALTIME_DETECT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from tests.conftest import DATA
 SPEECH = DATA / "bonafide" / "librispeech" / "1034-121119-0000.flac"  # 7.9 s, 16 kHz
 
 

@@ -7,7 +7,6 @@ Generators whose program or library is absent are skipped with the reason.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +33,7 @@ from training.synth.corpus import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("REALTIME_DETECT_DATA", REPO.parent / "shared" / "data"))
+from tests.conftest import DATA
 MANIFEST = DATA / "bonafide" / "manifest.csv"
 PROMPTS = DATA / "text" / "ljspeech_sentences.tsv"
 CLIP_S = 2.5

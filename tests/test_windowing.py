@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tracemalloc
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from realtime.errors import AudioFormatError, EmptyStreamError, NonFiniteAudioError
 from realtime.windowing import StreamWindower, Window, WindowOptions
 
-DATA = Path(os.environ.get("REALTIME_DETECT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from tests.conftest import DATA
 LONG = DATA / "bonafide" / "librispeech" / "103-1240-0000.flac"  # 14.085 s
 SHORT = DATA / "bonafide" / "librispeech" / "1447-130550-0000.flac"  # 1.645 s
 W, HOP = 64000, 8000
