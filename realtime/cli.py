@@ -29,6 +29,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from realtime.errors import AudioInputError
 from realtime.options import DetectorOptions
 
 T = TypeVar("T")
@@ -338,6 +339,8 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
         await session.run(source)
+    except AudioInputError:  # already out as an input_error event (stderr, --json, --events), summary too
+        return EXIT_FAILED
     finally:
         await detector.aclose()
         engine.close()
@@ -385,6 +388,8 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     try:
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
         await session.run(_until(source, stop))
+    except AudioInputError:  # the device vanished: reported as an input_error event, what it gave scored
+        return EXIT_FAILED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

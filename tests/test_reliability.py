@@ -7,23 +7,29 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import socket
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the dashboard test: before Qt is imported
 
-from realtime.eventlog import open_event_log
-from realtime.events import parse_event
-from realtime.session import JsonLinesSink
-from tests.conftest import speech
-from tests.server_process import ServerProcess
-from tests.test_server import OPTS, client, running, s16, url
-from tests.test_session import FakeEngine
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import pytest
+from websockets.asyncio.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+
+from realtime.errors import AudioInputError  # noqa: E402
+from realtime.eventlog import open_event_log  # noqa: E402
+from realtime.events import parse_event  # noqa: E402
+from realtime.session import JsonLinesSink, LiveDetector  # noqa: E402
+from tests.conftest import REPO, speech  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
+from tests.test_server import OPTS, client, running, s16, url  # noqa: E402
+from tests.test_session import FakeEngine  # noqa: E402
 
 START = {"type": "start", "sample_rate": 16000, "format": "s16le"}
 
@@ -253,3 +259,159 @@ async def stream(server_url: str, name: str, seconds: float) -> tuple[list, int 
         except ConnectionClosed:
             pass
     return events, ws.close_code
+
+
+# -- a microphone that disappears -------------------------------------------------------------------------
+
+class VanishingMic:
+    """A Source that delivers ``seconds`` of speech in 50-ms blocks, then fails as MicSource does
+    when its device is unplugged (AudioDeviceError is an AudioInputError)."""
+
+    stream_id, sample_rate, channels = "mic", 16000, 1
+
+    def __init__(self, seconds: float) -> None:
+        self.audio = speech(seconds, 2)[:, None]
+
+    async def __aiter__(self):
+        for i in range(0, len(self.audio), 800):
+            yield self.audio[i:i + 800], self.sample_rate
+            await asyncio.sleep(0)
+        raise AudioInputError("input device 3 'USB Audio Mic'", "stopped delivering audio (unplugged?)")
+
+
+def test_a_source_failing_mid_stream_keeps_what_it_gave(tmp_path: Path) -> None:
+    events: list = []
+    log_path = tmp_path / "events.jsonl"
+
+    async def main() -> None:
+        with open_event_log(log_path) as event_log:
+            det = LiveDetector(FakeEngine(), OPTS, sinks=[events.append, event_log]).start()
+            session = det.open_stream("mic", 16000)
+            with pytest.raises(AudioInputError, match="stopped delivering audio"):
+                await session.run(VanishingMic(6.0))
+            await det.aclose()
+
+    asyncio.run(main())
+    kinds = [e.type for e in events]
+    assert kinds.count("score") == 5 and kinds.count("error") == 1 and kinds[-1] == "summary", kinds
+    error = events[kinds.index("error")]
+    assert error.code == "input_error" and "USB Audio Mic" in error.message
+    assert events[-1].windows == 5 and events[-1].duration_s == 6.0
+    assert [json.loads(line) for line in log_path.read_text().splitlines()] == [e.to_dict() for e in events]
+
+
+@pytest.mark.audio
+def test_cli_microphone_that_disappears_mid_run(tmp_path: Path, checkpoints) -> None:
+    """A real PortAudio -> PulseAudio capture whose sound server dies: the CLI reports an
+    input_error naming the device, scores what was captured, records the summary, exits 1."""
+    import subprocess
+    import sys
+
+    from tests import pulse_helpers
+    from tests.test_mic import _stack_or_skip
+
+    _stack_or_skip()
+    log_path = tmp_path / "events.jsonl"
+    with pulse_helpers.PulseAudio(tmp_path / "pulse", rate=48000, channels=1) as pa:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "realtime.cli", "--input", "mic", "--device", pulse_helpers.PORTAUDIO_DEVICE,
+             "--json", "--model", str(checkpoints["specrnet"]), "--engine", "onnx", "--events", str(log_path)],
+            env={**os.environ, **pa.env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert cli.stdout is not None
+            first = cli.stdout.readline()  # the first window: 4 s of capture are in
+            assert json.loads(first)["type"] == "score", first
+            pa.stop()  # the device vanishes
+            out, err = cli.communicate(timeout=60)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+    assert cli.returncode == 1, err
+    events = [parse_event(line) for line in (first + out).splitlines()]
+    kinds = [e.type for e in events]
+    assert kinds.count("error") == 1 and kinds[-1] == "summary" and kinds.count("score") >= 1, kinds
+    error = events[kinds.index("error")]
+    assert error.code == "input_error" and "'pulse'" in error.message
+    assert events[-1].windows == kinds.count("score")
+    assert [parse_event(line) for line in log_path.read_text().splitlines()] == events
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "[input_error]" in errors[0] and "Traceback" not in err
+
+
+# -- a dashboard closed mid-run ------------------------------------------------------------------------------
+
+def test_dashboard_closed_mid_run_drains_like_sigterm(qtbot, tmp_path: Path, checkpoints) -> None:
+    """`--input ws --dashboard`: the window is closed while a client streams in real time. The
+    stream is finished as on SIGTERM (what arrived is scored, summary, close 1001), the event
+    log has it all, the CLI exits 0."""
+    pytest.importorskip("pyqtgraph", reason="dashboard extra not installed (pyqtgraph)")
+    from PySide6 import QtCore, QtWidgets
+    from websockets.sync.client import connect as sync_connect
+
+    from realtime.cli import main
+    from realtime.dashboard.window import DashboardWindow
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    received: list = []
+    closed_with: list = []
+
+    def streaming_client() -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ws = sync_connect(f"ws://127.0.0.1:{port}/v1/stream")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with ws:
+            ws.send(json.dumps({**START, "stream": "live"}))
+            pcm = s16(speech(30.0, 0))
+            try:
+                for i in range(0, len(pcm), 3200):  # real time: 0.1 s per 0.1-s frame
+                    ws.send(pcm[i:i + 3200])
+                    time.sleep(0.1)
+                    while True:
+                        try:
+                            received.append(parse_event(ws.recv(timeout=0)))
+                        except TimeoutError:
+                            break
+                for msg in ws:
+                    received.append(parse_event(msg))
+            except ConnectionClosed:
+                pass
+            try:
+                for msg in ws:  # what was queued before the close
+                    received.append(parse_event(msg))
+            except ConnectionClosed:
+                pass
+        closed_with.append(ws.close_code)
+
+    t = threading.Thread(target=streaming_client, daemon=True)
+    t.start()
+
+    def close_mid_stream() -> None:
+        for w in QtWidgets.QApplication.topLevelWidgets():
+            x = w.curve.getData()[0] if isinstance(w, DashboardWindow) and w.isVisible() else None
+            if x is not None and len(x) >= 2:  # two windows plotted: the stream is live
+                w.close()
+                return
+        QtCore.QTimer.singleShot(50, close_mid_stream)
+
+    QtCore.QTimer.singleShot(0, close_mid_stream)
+    log_path = tmp_path / "events.jsonl"
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--input", "ws", "--port", str(port), "--json", "--model", str(checkpoints["specrnet"]),
+                 "--engine", "onnx", "--dashboard", "--events", str(log_path)], stdout=out, stderr=err)
+    t.join(30)
+    assert code == 0, err.getvalue()
+    assert closed_with == [1001]
+    kinds = [e.type for e in received]
+    assert kinds[0] == "ready" and kinds[-1] == "summary" and set(kinds[1:-1]) == {"score"}, kinds
+    summary = received[-1]
+    assert 2 <= summary.windows < 53 and summary.duration_s < 30.0  # stopped mid-stream
+    logged = [parse_event(line) for line in log_path.read_text().splitlines()]
+    assert logged == received[1:]
