@@ -209,6 +209,8 @@ class BatchStream:
         """No more windows from this stream; what is queued is still delivered."""
         self.closed = True
         self._batcher._forget(self)
+        if self.in_flight == 0:
+            self._release()
 
     def _on_result(self, result: WindowResult) -> None:  # on the stream's loop
         self.in_flight -= 1
@@ -217,6 +219,14 @@ class BatchStream:
         if self._room is not None:
             self._room.set()
         self._deliver(result)
+        if self.closed and self.in_flight == 0:
+            self._release()
+
+    def _release(self) -> None:
+        # The consumer (a StreamSession) holds this handle and the handle holds the consumer's
+        # bound method: a reference cycle, which only the cyclic GC would free, minutes later,
+        # with the stream's buffers in it. Nothing is left to deliver: cut it now.
+        self._deliver = _ignore
 
 
 class MicroBatcher:
@@ -457,6 +467,10 @@ class MicroBatcher:
                 loop.call_soon_threadsafe(_dispatch, results)
             except RuntimeError:  # that loop is closed: nobody is left to receive these
                 log.warning("dropped %d results: their event loop is closed", len(results))
+
+
+def _ignore(result: WindowResult) -> None:
+    pass
 
 
 def _dispatch(results: list[tuple[BatchStream, WindowResult]]) -> None:

@@ -25,24 +25,24 @@ Refusals: an ``error`` event (codes of :data:`realtime.events.ERROR_CODES`), the
 code. Every refusal is one ``refused ...`` warning line in the log, without traceback and
 without the token.
 
-=====================================================  ===============  =====
-situation                                              error code       close
-=====================================================  ===============  =====
-first message not JSON, not ``start``, bad ``stream``  bad_request      1008
-binary message before ``start``                        bad_request      1008
-unknown text message after ``start``                   bad_request      1008
-a message after ``end`` (after the summary)            bad_request      1008
-text not UTF-8 / broken WebSocket framing              bad_request      1007 / 1002
-bad ``sample_rate``, ``channels``, ``format``          bad_format       1003
-NaN/Inf samples                                        bad_audio        1003
-stream ends inside a frame (after the summary)         bad_audio        1003
-missing or wrong token (start message)                 unauthorized     1008
-no ``start`` in ``start_timeout_s``; silent stream     timeout          1008
-text message over 4 KiB, binary over max_message_bytes too_big          1009
-more than ``max_messages_per_s`` messages (flood)      rate_limited     1008
-at capacity or shutting down (at ``start``)            busy             1013
-``end`` without any audio                              empty_stream     1000
-=====================================================  ===============  =====
+=====================================================  ============  ===========
+situation                                              error code    close
+=====================================================  ============  ===========
+first message not JSON, not ``start``, bad ``stream``  bad_request   1008
+binary message before ``start``                        bad_request   1008
+unknown text message after ``start``                   bad_request   1008
+a message after ``end`` (after the summary)            bad_request   1008
+text not UTF-8 / broken WebSocket framing              bad_request   1007 / 1002
+bad ``sample_rate``, ``channels``, ``format``          bad_format    1003
+NaN/Inf samples                                        bad_audio     1003
+stream ends inside a frame (after the summary)         bad_audio     1003
+missing or wrong token (start message)                 unauthorized  1008
+no ``start`` in ``start_timeout_s``; silent stream     timeout       1008
+text over 4 KiB, binary over ``max_message_bytes``     too_big       1009
+more than ``max_messages_per_s`` messages (flood)      rate_limited  1008
+at capacity or shutting down (at ``start``)            busy          1013
+``end`` without any audio                              empty_stream  1000
+=====================================================  ============  ===========
 
 Before the WebSocket handshake: a repeated ``Host``, ``Origin`` or ``Authorization`` header
 HTTP 400; over ``max_connections`` (or while shutting down) 503;
@@ -64,10 +64,11 @@ never cost more than that factor in inference. Many tiny messages are a flood in
 ``rate_limited``. Memory is bounded: one message is at most ``max_message_bytes`` (the
 library refuses bigger ones from the frame header, before reading them; the server sends
 the ``too_big`` event first), the library queues at most ``RECV_QUEUE`` messages, then the
-stream's fixed ring buffer, its pending windows in the batcher, and an outbound queue of
-``send_queue`` events: a client that does not read its events loses the oldest score events
-(counted, logged at the end), never the summary, and never slows anybody else. All
-per-connection state lives in the handler's locals.
+stream's fixed ring buffer (allocated untouched: see :func:`pin_mmap_threshold`), its
+pending windows in the batcher, and an outbound queue of ``send_queue`` events: a client
+that does not read its events loses the oldest score events (counted, logged at the end),
+never the summary, and never slows anybody else. All per-connection state lives in the
+handler's locals.
 
 Whatever way a stream ends (``end``, a refusal, the client vanishing, shutdown), the windows
 it delivered are scored and its summary (or ``empty_stream`` error) goes to the shared sinks
@@ -700,6 +701,10 @@ class DetectorServer:
         if after_end is not None:
             extra = _message_after_end(after_end)  # always: it also cancels the read
             late = late or extra
+        # The receiver's exception (re-raised above) has this frame in its traceback, and this
+        # frame holds the receiver: a cycle that would keep the session's buffers until the
+        # cyclic GC runs. Drop our end of it.
+        receiver = after_end = None  # noqa: F841
         if gone:
             outbox.task.cancel()
             return

@@ -154,7 +154,9 @@ async def exchange(url: str, messages: list, pace_s: float = 0.0) -> tuple[list,
 def env():
     capture = Capture()
     logging.getLogger().addHandler(capture)
-    logging.getLogger("realtime").setLevel(logging.INFO)
+    ours = logging.getLogger("realtime")
+    level = ours.level
+    ours.setLevel(logging.INFO)
     server = ServerThread(OPTS)
     good = GoodClient(server.url)
     t = threading.Thread(target=good.run, daemon=True)
@@ -166,6 +168,7 @@ def env():
         t.join(20)
         server.stop()
         logging.getLogger().removeHandler(capture)
+        ours.setLevel(level)
     assert good.failures == []
 
 

@@ -415,3 +415,45 @@ def test_dashboard_closed_mid_run_drains_like_sigterm(qtbot, tmp_path: Path, che
     assert 2 <= summary.windows < 53 and summary.duration_s < 30.0  # stopped mid-stream
     logged = [parse_event(line) for line in log_path.read_text().splitlines()]
     assert logged == received[1:]
+
+
+def test_a_finished_stream_is_freed_at_once_not_by_the_cyclic_gc(monkeypatch) -> None:
+    """However a stream ends (end, vanished client, refusal), its session and buffers are freed
+    by reference counting when the handler returns: a server under steady churn must not hold
+    minutes of finished streams until the cyclic GC happens to run (the soak's RSS saw-tooth)."""
+    import gc
+    import weakref
+
+    sessions: list[weakref.ref] = []
+    open_stream = LiveDetector.open_stream
+
+    def tracked(self, *args, **kwargs):
+        s = open_stream(self, *args, **kwargs)
+        sessions.append(weakref.ref(s))
+        return s
+
+    monkeypatch.setattr(LiveDetector, "open_stream", tracked)
+    audio = s16(speech(4.5, 0))
+    nan = np.zeros(800, "<f4")
+    nan[3] = np.nan
+
+    async def main() -> None:
+        async with running() as server:
+            await client(server, START, audio)  # end
+            await client(server, {**START, "format": "f32le"}, nan.tobytes(), end=False)  # refused
+            await client(server, START, audio + b"\x00")  # summary, then refused (partial frame)
+            async with connect(url(server)) as ws:  # vanishes
+                await ws.send(json.dumps(START))
+                await ws.send(audio)
+                await ws.recv()
+                ws.transport.abort()
+            await wait_for(lambda: server.health()["streams"] == 0)
+            await asyncio.sleep(0.2)  # the last batch's results reach the loop
+            assert len(sessions) == 4
+            assert [r() for r in sessions] == [None] * 4
+
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
