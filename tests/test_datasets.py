@@ -16,7 +16,6 @@ from training.datasets import (
     Utterance,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 from tests.conftest import DATA
 SPEECH = DATA / "bonafide" / "librispeech" / "103-1240-0000.flac"
 SR = 16000
