@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from realtime.errors import AudioInputError
 from realtime.options import DetectorOptions
 
 T = TypeVar("T")
@@ -44,16 +44,20 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class Output:
     """Routes events to JSON lines (stdout) and/or the console view; errors always reach stderr."""
 
-    def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool) -> None:
+    def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool,
+                 event_log=None) -> None:  # EventLog | None
         from realtime.console import ConsoleView
 
         self.json, self.quiet, self.stdout, self.stderr = options.json, options.quiet, stdout, stderr
         self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
+        self.event_log = event_log
         self.errors = 0
 
     def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
         from realtime.console import format_error
 
+        if self.event_log is not None:
+            self.event_log(ev)
         if ev.type == "error":
             self.errors += 1
             print(format_error(ev, color=False), file=self.stderr, flush=True)
@@ -95,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
+    out.add_argument("--events", metavar="FILE.jsonl|sqlite:PATH", default=None,
+                     help="durable event log: every score, alert, summary and error, appended (see realtime/eventlog.py)")
+    out.add_argument("--events-fsync", dest="events_fsync_s", type=float, default=1.0, metavar="SECONDS",
+                     help="event log: fsync at most this long after each write (default 1; 0: every batch)")
     out.add_argument("--dashboard", action="store_true",
                      help="live window: probability timeline, verdict, level, spectrogram (extra: dashboard)")
     out.add_argument("--dashboard-exit", action="store_true",
@@ -121,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="close a stream silent for this many seconds (default 30)")
     srv.add_argument("--insecure", action="store_true",
                      help="allow listening on a non-loopback address without --token")
+    srv.add_argument("--allow-url-token", action="store_true",
+                     help="also accept the token as ?token= in the URL (leaks into proxy logs; for clients "
+                          "that cannot set headers)")
+    srv.add_argument("--max-realtime-factor", type=float, default=4.0, metavar="X",
+                     help="throttle a stream sending audio faster than X times real time (default 4; 0: no limit)")
+    srv.add_argument("--max-message-rate", dest="max_messages_per_s", type=float, default=500.0, metavar="N",
+                     help="refuse a stream sending more than N messages per second (default 500; 0: no limit)")
     live = ap.add_argument_group("live streams (ws, stdin)")
     live.add_argument("--max-wait-ms", type=float, default=5.0,
                       help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
@@ -166,15 +181,6 @@ def options_from_args(args: argparse.Namespace) -> DetectorOptions:
     return opts
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: must be at least 1")
@@ -204,10 +210,27 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         ap.error(f"--max-wait-ms {args.max_wait_ms}: must be between 0 and 1000")
     if not 0 <= args.max_delay_ms <= 600_000:
         ap.error(f"--max-delay-ms {args.max_delay_ms}: must be between 0 and 600000")
+    for name, hi in (("max_realtime_factor", 1000.0), ("max_messages_per_s", 1e6), ("events_fsync_s", 3600.0)):
+        if not 0 <= getattr(args, name) <= hi:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be between 0 and {hi:g}")
     if args.input and args.input[0] == "ws" and args.token is None and not args.insecure \
             and not _is_loopback(args.host):
         ap.error(f"--host {args.host}: serving beyond this machine without --token; "
                  "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
+
+
+def _is_loopback(host: str) -> bool:
+    from realtime.server import is_loopback
+
+    return is_loopback(host)
+
+
+def _open_event_log(options: DetectorOptions):  # -> EventLog | None
+    if options.events is None:
+        return None
+    from realtime.eventlog import EventLogOptions, open_event_log
+
+    return open_event_log(options.events, EventLogOptions(fsync_interval_s=options.events_fsync_s))
 
 
 def list_engines(stdout: TextIO) -> int:
@@ -316,6 +339,8 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
         await session.run(source)
+    except AudioInputError:  # already out as an input_error event (stderr, --json, --events), summary too
+        return EXIT_FAILED
     finally:
         await detector.aclose()
         engine.close()
@@ -363,6 +388,8 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     try:
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
         await session.run(_until(source, stop))
+    except AudioInputError:  # the device vanished: reported as an input_error event, what it gave scored
+        return EXIT_FAILED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -375,7 +402,7 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
-async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO,
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, event_log=None,
                   observers: Sequence[RunObserver] = ()) -> int:
     """WebSocket server (``--input ws``) until SIGTERM/SIGINT, or until cancelled (the dashboard
     closed), which drains the streams the same way."""
@@ -390,6 +417,8 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO,
         sinks.append(JsonLinesSink(stdout))
     elif not options.quiet:
         sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
+    if event_log is not None:
+        sinks.append(event_log)
     engine = _load_engine(options)
     servers: list[DetectorServer] = []
     task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
@@ -460,7 +489,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     kind = args.input[0] if args.input[0] in special else "files"
     if args.plot is not None and kind != "files":
         ap.error(f"--plot: only for files, not --input {kind}")
+    event_log = None
     try:
+        event_log = _open_event_log(options)
         # Missing extras are reported before any audio is touched.
         if options.dashboard:
             from realtime.dashboard import check_available
@@ -478,7 +509,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             if not files:
                 print(f"realtime-detect: no audio files found in {' '.join(args.input)}", file=stderr)
                 return EXIT_FAILED
-            output = Output(options, stdout, stderr, show_stream=len(files) > 1)
+            output = Output(options, stdout, stderr, show_stream=len(files) > 1, event_log=event_log)
             emit_windows = not options.offline or args.windows
             observers = _file_observers(files, options, stderr)
             if options.dashboard:
@@ -487,17 +518,17 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                                                                  [*observers, bridge]), title, args)
             return asyncio.run(_run_files(files, options, output, emit_windows, observers))
         if kind == "-":
-            output = Output(options, stdout, stderr, show_stream=False)
+            output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
             if options.dashboard:
                 return _with_dashboard(lambda bridge: _run_stdin(options, output, [bridge]), "stdin", args)
             return asyncio.run(_run_stdin(options, output))
         if kind == "ws":
             if options.dashboard:
-                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, [bridge]),
+                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, event_log, [bridge]),
                                        f"ws://{options.host}:{options.port}", args)
-            return asyncio.run(_run_ws(options, stdout, stderr))
+            return asyncio.run(_run_ws(options, stdout, stderr, event_log))
         if kind == "mic":
-            output = Output(options, stdout, stderr, show_stream=False)
+            output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
             if options.dashboard:
                 return _with_dashboard(lambda bridge: _run_mic(options, output, stderr, [bridge]), "microphone", args)
             return asyncio.run(_run_mic(options, output, stderr))
@@ -507,6 +538,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    finally:
+        if event_log is not None:
+            event_log.close()  # the loop is gone: write what is queued, sync, close
     return EXIT_OK
 
 

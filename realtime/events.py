@@ -36,7 +36,12 @@ ERROR_CODES = {
     "unauthorized": "missing or wrong token",
     "too_big": "message or stream over the configured limit",
     "busy": "server at capacity",
+    "timeout": "no start message, or no audio, for too long",
+    "rate_limited": "too many messages per second",
     "empty_stream": "stream ended without audio",
+    "input_error": "the audio source failed mid-stream (device gone, read error); what it gave is scored",
+    "engine_error": "the engine failed on a batch; its windows are not scored",
+    "events_dropped": "the event log could not keep up; score events not recorded",
     "internal": "unexpected server error",
 }
 

@@ -49,6 +49,14 @@ class DetectorOptions:
     max_message_bytes: int = 1 << 20  # larger WebSocket messages are refused (close 1009)
     send_queue: int = 64  # events queued per client before the oldest score events are dropped
     insecure: bool = False
+    allow_url_token: bool = False  # accept ?token= in the URL (it leaks into logs and histories)
+    start_timeout_s: float = 10.0  # a connection must send "start" within this
+    max_realtime_factor: float = 4.0  # audio faster than this x real time is throttled (0: no limit)
+    realtime_burst_s: float = 8.0  # seconds of audio a stream may send at once before throttling
+    max_messages_per_s: float = 500.0  # more messages per second (after a 2-s burst): rate_limited (0: none)
+    # Durable event log (realtime.eventlog)
+    events: str | None = None  # FILE.jsonl or sqlite:PATH
+    events_fsync_s: float = 1.0  # fsync at most this long after a batch (0: every batch)
     # Alerts and review
     alerts: AlertOptions = field(default_factory=AlertOptions)  # smoothing, k-of-n rule, speech gate
     save_alerts: Path | None = None

@@ -35,7 +35,7 @@ from .aggregate import RunningAggregate
 from .alerts import AlertClipWriter, AlertOptions, AlertPolicy
 from .batcher import BatcherOptions, MicroBatcher, Policy, ScoringEngine, WindowResult
 from .console import ConsoleView
-from .errors import AudioFormatError
+from .errors import AudioFormatError, AudioInputError
 from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent, SummaryEvent
 from .options import DetectorOptions
 from .sources.base import Source
@@ -146,13 +146,25 @@ class StreamSession:
         return summary
 
     async def run(self, source: Source) -> SummaryEvent:
-        """Stream a whole :class:`~realtime.sources.Source` through this session."""
+        """Stream a whole :class:`~realtime.sources.Source` through this session.
+
+        A source that fails mid-stream (:class:`~realtime.errors.AudioInputError`: a
+        microphone unplugged, a pipe that cannot be read) loses nothing it delivered: an
+        ``input_error`` event, then the windows so far are scored and the summary emitted
+        (none if there was no audio yet), then the exception propagates.
+        """
         rate = self.windower.sample_rate
-        async for chunk, chunk_rate in source:
-            if chunk_rate != rate:
-                raise AudioFormatError(f"stream {self.stream!r}: sample rate changed from {rate:g} to "
-                                       f"{chunk_rate:g} Hz mid-stream; a stream keeps one rate")
-            await self.push(chunk)
+        try:
+            async for chunk, chunk_rate in source:
+                if chunk_rate != rate:
+                    raise AudioFormatError(f"stream {self.stream!r}: sample rate changed from {rate:g} to "
+                                           f"{chunk_rate:g} Hz mid-stream; a stream keeps one rate")
+                await self.push(chunk)
+        except AudioInputError as e:
+            self.error("input_error", str(e))
+            if self.windower.frames_in:
+                await self.finish()
+            raise
         return await self.finish()
 
     def abort(self) -> None:

@@ -127,3 +127,17 @@ def test_paced_file_prints_one_event_per_hop_in_real_time(checkpoints: dict[str,
     assert last - first >= 0.8, f"events were not paced: {[round(t, 2) for t, _ in scores]}"
     assert all(e["latency_ms"] < 1000 for _, e in scores)
     assert arrivals[-1][1]["type"] == "summary" and arrivals[-1][1]["windows"] == 3
+
+
+def test_events_log_records_what_json_prints(checkpoints: dict[str, Path], mixed_folder: Path, tmp_path: Path) -> None:
+    wav, log = str(mixed_folder / "a_16k.wav"), tmp_path / "events.jsonl"
+    args = ["--input", wav, "--offline", "--windows", "--json", "--model", str(checkpoints["specrnet"])]
+    code, events, _ = run_cli([*args, "--events", str(log)])
+    assert code == 0 and len(events) == 6
+    assert [json.loads(line) for line in log.read_text().splitlines()] == events
+    code, _, err = run_cli([*args, "--events", str(tmp_path / "no-such-dir" / "e.jsonl")])
+    assert code == 1 and "cannot open" in err and len(err.splitlines()) == 1
+    for flag, value in (("--max-realtime-factor", "-1"), ("--events-fsync", "-2"), ("--max-message-rate", "-5")):
+        with pytest.raises(SystemExit) as e:
+            main(["--input", "ws", flag, value], stdout=io.StringIO(), stderr=io.StringIO())
+        assert e.value.code == 2

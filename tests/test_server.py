@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import urllib.error
 import urllib.request
@@ -303,9 +304,10 @@ def test_parse_start_defaults() -> None:
         parse_start('{"type":"start","format":"s16le"}')
 
 
-def test_sigterm_drains_streams_and_closes_1001(checkpoints) -> None:
+def test_sigterm_drains_streams_and_closes_1001(checkpoints, tmp_path: Path) -> None:
     """Server in a subprocess (the CLI): SIGTERM -> each open stream gets its last windows,
-    its summary and close 1001; every event also went to stdout as JSON lines; exit 0."""
+    its summary and close 1001; every event also went to stdout as JSON lines and to the
+    event log; exit 0."""
     import re
     import signal
     import subprocess
@@ -315,7 +317,7 @@ def test_sigterm_drains_streams_and_closes_1001(checkpoints) -> None:
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--json",
-         "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
+         "--model", str(checkpoints["specrnet"]), "--engine", "onnx", "--events", str(tmp_path / "events.jsonl")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = None
@@ -364,6 +366,8 @@ def test_sigterm_drains_streams_and_closes_1001(checkpoints) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert sorted(e["stream"] for e in lines if e["type"] == "summary") == ["a", "b"]
     assert sum(e["type"] == "score" for e in lines) == 8
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert logged == [e for e in lines if e["type"] != "ready"]
 
 
 def test_cli_refuses_a_public_address_without_token(capsys, monkeypatch) -> None:
@@ -374,3 +378,94 @@ def test_cli_refuses_a_public_address_without_token(capsys, monkeypatch) -> None
         main(["--input", "ws", "--host", "0.0.0.0"])
     assert exc.value.code == 2
     assert "without --token" in capsys.readouterr().err
+
+
+def test_url_token_only_with_the_flag_and_no_token_is_ever_logged(caplog) -> None:
+    start = {"type": "start", "sample_rate": 16000, "format": "s16le"}
+    audio = s16(speech(4.0, 0))
+    secret, wrong = "s3cret-token-1f2e", "guess-token-9a8b"
+
+    async def main() -> None:
+        opts = replace(OPTS, token=secret)
+        async with running(options=opts) as server:
+            with pytest.raises(InvalidStatus) as exc:  # right token, but in the URL: not accepted
+                async with connect(url(server, f"/v1/stream?token={secret}")):
+                    pass
+            assert exc.value.response.status_code == 401
+            assert b"token in the URL not accepted" in exc.value.response.body
+            ev, close = await client(server, {**start, "token": wrong}, audio)
+            assert close == 1008 and ev[0].code == "unauthorized"
+            with pytest.raises(InvalidStatus):
+                await client(server, start, audio, additional_headers={"Authorization": f"Bearer {wrong}"})
+        async with running(options=replace(opts, allow_url_token=True)) as server:
+            events, close = [], None
+            async with connect(url(server, f"/v1/stream?token={secret}")) as ws:
+                await ws.send(json.dumps(start))
+                await ws.send(audio)
+                await ws.send(json.dumps({"type": "end"}))
+                events = [parse_event(m) async for m in ws]
+            assert ws.close_code == 1000 and events[-1].type == "summary"
+            with pytest.raises(InvalidStatus) as exc:
+                async with connect(url(server, f"/v1/stream?token={wrong}")):
+                    pass
+            assert exc.value.response.status_code == 401
+
+    caplog.set_level(logging.INFO)  # every logger at INFO (the CLI keeps websockets at WARNING) ...
+    caplog.set_level(logging.DEBUG, logger="realtime")  # ... and ours at DEBUG
+    asyncio.run(main())
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert secret not in text and wrong not in text
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert len(refusals) == 4  # URL token, wrong start token, wrong header, wrong URL token
+
+
+def raw_get(port: int, path: str, host: str) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path, headers={"Host": host})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_host_header_must_be_loopback_without_a_token() -> None:
+    """DNS rebinding: a page of evil.example that now resolves to 127.0.0.1 passes the
+    same-origin check (its Origin matches its Host), so without a token the Host must be ours."""
+
+    async def main() -> None:
+        async with running() as server:
+            loop = asyncio.get_running_loop()
+            get = lambda path, host: loop.run_in_executor(None, raw_get, server.port, path, host)  # noqa: E731
+            for host in ("localhost", f"localhost:{server.port}", f"127.0.0.1:{server.port}", "[::1]:80"):
+                assert await get("/healthz", host) == 200, host
+            for host in ("evil.example", f"evil.example:{server.port}", "192.168.1.10:80", ""):
+                assert await get("/healthz", host) == 403, host
+            assert await get("/v1/stream", "evil.example") == 403
+            # (a client library adds its own Host: two Host headers are refused too)
+            with pytest.raises(InvalidStatus) as exc:
+                async with connect(url(server), additional_headers={"Host": "evil.example"}):
+                    pass
+            assert exc.value.response.status_code == 400
+        for opts in (replace(OPTS, token="t0ken"), replace(OPTS, insecure=True)):
+            async with running(options=opts) as server:
+                status = await asyncio.get_running_loop().run_in_executor(
+                    None, raw_get, server.port, "/healthz", "detector.example")
+                assert status == 200
+
+    asyncio.run(main())
+
+
+def test_server_refuses_a_public_address_without_token() -> None:
+    from realtime.server import InsecureBindError
+
+    async def main() -> None:
+        for host in ("0.0.0.0", "::", "", "detector.example"):
+            det = LiveDetector(FakeEngine(), OPTS)
+            with pytest.raises(InsecureBindError, match="no token is set"):
+                await DetectorServer(det, replace(OPTS, host=host)).start()
+        for opts in (replace(OPTS, host="0.0.0.0", insecure=True), replace(OPTS, host="0.0.0.0", token="t")):
+            async with running(options=opts) as server:
+                assert server.port > 0
+
+    asyncio.run(main())

@@ -1,0 +1,336 @@
+"""Durable event log: every score, summary and error event on disk, written off the event loop.
+
+    log = open_event_log("events.jsonl")          # or "sqlite:events.db"
+    detector = LiveDetector(engine, sinks=[log])  # the log is a sink like any other
+    ...
+    log.close()                                   # writes what is queued, syncs, closes
+
+CLI: ``--events FILE.jsonl`` or ``--events sqlite:PATH`` (``--events-fsync SECONDS``).
+
+What is recorded: ``score`` events (alerts are score events with ``"alert": true``),
+``summary`` and ``error`` events, exactly as the clients get them (DESIGN.md section 4);
+``ready`` replies are not. Restarting on the same file appends.
+
+Batches. The sink only appends the event to a queue (the event loop never touches the
+disk); one writer thread takes everything queued at once (a *batch*) and commits it:
+
+* JSONL: one ``write`` of all the batch's lines, then ``flush``. A flushed batch is in the
+  kernel: it survives the process being killed (SIGKILL, OOM). ``fsync`` (which survives an
+  OS crash or power loss) runs at most ``fsync_interval_s`` after a batch was written
+  (default 1 s; 0: after every batch), and at close. A crash in the middle of a ``write`` can
+  leave a torn last line; it was never committed, and opening the file again cuts it off
+  (with a warning) so that every line of the file parses and appending goes on cleanly.
+* SQLite: WAL journal, one transaction per batch. Table ``events(id, logged_at, type,
+  stream, seq, json)`` with indexes on ``(stream, seq)`` and ``type``; ``json`` is the
+  event line. ``synchronous=NORMAL`` (a committed batch survives the process dying; an OS
+  crash may roll back the last ones: SQLite's WAL trade-off), ``FULL`` when
+  ``fsync_interval_s`` is 0. Readers (a dashboard, ``sqlite3``) can query while it runs.
+
+A full queue is explicit, never silent: the queue holds at most ``max_queue`` score events;
+past that, new *score* events are dropped, counted (:meth:`EventLog.stats`, ``/healthz``),
+logged once per ``warn_every_s``, and written into the log itself as an ``error`` event
+with code ``events_dropped`` as soon as the writer catches up. Summaries and errors are
+never dropped (there are a few per stream, so they cannot grow without bound). A batch that
+cannot be written (disk full, I/O error) is counted as ``failed`` and logged; the writer
+goes on with the next one.
+
+The log may trail the clients by the events still queued when the process dies: the clients
+are never made to wait for the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RealtimeError
+from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent
+
+__all__ = ["EventLog", "EventLogOptions", "EventLogStats", "JsonlEventLog", "SqliteEventLog",
+           "EventLogError", "open_event_log", "SQLITE_PREFIX", "SCHEMA"]
+
+log = logging.getLogger(__name__)
+
+SQLITE_PREFIX = "sqlite:"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,       -- insertion order
+    logged_at REAL NOT NULL,      -- unix time of the commit
+    type TEXT NOT NULL,           -- score | summary | error
+    stream TEXT,                  -- null for errors that concern no stream
+    seq INTEGER,                  -- score events: the window number within the stream
+    json TEXT NOT NULL            -- the event exactly as sent to clients
+);
+CREATE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
+CREATE INDEX IF NOT EXISTS events_type ON events (type);
+"""
+
+
+class EventLogError(RealtimeError):
+    """An event log that cannot be opened (bad path, not a log, locked database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogOptions:
+    fsync_interval_s: float = 1.0  # JSONL: fsync at most this often (0: every batch); SQLite: 0 -> FULL
+    max_queue: int = 10_000  # score events waiting for the writer before new ones are dropped
+    warn_every_s: float = 10.0  # at most one "dropped" warning per this many seconds
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fsync_interval_s <= 3600:
+            raise ValueError(f"fsync_interval_s must be 0..3600 seconds, got {self.fsync_interval_s!r}")
+        if isinstance(self.max_queue, bool) or not isinstance(self.max_queue, int) or self.max_queue < 1:
+            raise ValueError(f"max_queue must be an integer >= 1, got {self.max_queue!r}")
+
+
+@dataclass(slots=True)
+class EventLogStats:
+    written: int = 0  # events committed
+    batches: int = 0
+    dropped: int = 0  # score events dropped on a full queue
+    failed: int = 0  # events of batches that could not be written
+    queued: int = 0
+
+
+class EventLog:
+    """Base: the sink side (any thread, normally the event loop) and the writer thread.
+
+    Subclasses open the store in ``__init__`` (so a bad path fails at start-up) and
+    implement :meth:`_write` (commit one batch) and :meth:`_sync` / :meth:`_close`.
+    """
+
+    def __init__(self, target: str, options: EventLogOptions | None = None) -> None:
+        self.target = target
+        self.options = options if options is not None else EventLogOptions()
+        self._cond = threading.Condition()
+        self._queue: deque[Event] = deque()
+        self._scores = 0  # score events in _queue (what max_queue bounds)
+        self._dropped_unrecorded = 0  # dropped since the last events_dropped record
+        self._last_warning = -float("inf")
+        self._closing = False
+        self._stats = EventLogStats()
+        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
+        self._thread.start()
+
+    # -- sink side ------------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ReadyEvent):
+            return
+        is_score = isinstance(event, ScoreEvent)
+        warn = 0
+        with self._cond:
+            # After close() nothing can be written any more: counted like a full queue.
+            if self._closing or (is_score and self._scores >= self.options.max_queue):
+                self._stats.dropped += 1
+                self._dropped_unrecorded += not self._closing
+                now = time.monotonic()
+                if now - self._last_warning >= self.options.warn_every_s:
+                    self._last_warning = now
+                    warn = self._stats.dropped
+            else:
+                self._queue.append(event)
+                self._scores += is_score
+                self._cond.notify()
+        if warn:
+            log.warning("event log %s: %s; %d events dropped so far", self.target,
+                        "closed" if self._closing else f"writer behind ({self.options.max_queue} score events queued)",
+                        warn)
+
+    def stats(self) -> EventLogStats:
+        with self._cond:
+            s = EventLogStats(self._stats.written, self._stats.batches, self._stats.dropped,
+                              self._stats.failed, len(self._queue))
+        return s
+
+    def close(self) -> None:
+        """Write what is queued, sync, close the store (blocks; call it off the event loop)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writer thread --------------------------------------------------------------------
+
+    def _take(self, timeout: float | None) -> list[Event] | None:
+        """The next batch; ``[]`` when ``timeout`` passed with nothing queued; None at the end."""
+        with self._cond:
+            if not self._queue and not self._closing and not self._dropped_unrecorded:
+                self._cond.wait(timeout)
+            if not self._queue and not self._dropped_unrecorded:
+                return None if self._closing else []
+            batch = list(self._queue)
+            self._queue.clear()
+            self._scores = 0
+            if self._dropped_unrecorded:
+                batch.append(ErrorEvent(code="events_dropped", message=(
+                    f"event log queue full ({self.options.max_queue} score events): "
+                    f"{self._dropped_unrecorded} score events were not recorded")))
+                self._dropped_unrecorded = 0
+            return batch
+
+    def _run(self) -> None:
+        interval = self.options.fsync_interval_s
+        last_sync = time.monotonic()
+        dirty = False  # written since the last fsync
+        try:
+            while True:
+                # While something is unsynced, wake up in time to sync it within the interval.
+                timeout = max(0.0, last_sync + interval - time.monotonic()) if dirty else None
+                batch = self._take(timeout)
+                if batch is None:
+                    break
+                if batch:
+                    try:
+                        self._write(batch)
+                    except (OSError, sqlite3.Error) as e:
+                        with self._cond:
+                            self._stats.failed += len(batch)
+                        log.error("event log %s: %d events not written (%s: %s)", self.target, len(batch),
+                                  type(e).__name__, e)
+                        continue
+                    dirty = True
+                    with self._cond:
+                        self._stats.written += len(batch)
+                        self._stats.batches += 1
+                if dirty and time.monotonic() - last_sync >= interval:
+                    self._sync_logged()
+                    last_sync, dirty = time.monotonic(), False
+            if dirty:
+                self._sync_logged()
+        finally:
+            self._close()
+
+    def _sync_logged(self) -> None:
+        try:
+            self._sync()
+        except OSError as e:
+            log.error("event log %s: fsync failed (%s)", self.target, e)
+
+    def _write(self, batch: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+def _repair_tail(f, path: Path) -> None:
+    """Cut off a torn last line (no trailing newline): the remains of a write cut short."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    pos, keep = size, 0
+    while pos > 0:  # search backwards for the last newline
+        step = min(65536, pos)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            keep = pos + i + 1
+            break
+    f.truncate(keep)
+    log.warning("event log %s: cut off a torn last line of %d bytes (an uncommitted write from a crash)",
+                path, size - keep)
+
+
+class JsonlEventLog(EventLog):
+    """One event per line, appended (see the module doc for what is durable when)."""
+
+    def __init__(self, path: str | Path, options: EventLogOptions | None = None) -> None:
+        self.path = Path(path)
+        try:
+            # Binary + our own newline handling: one write per batch, no text-layer surprises.
+            self._file = open(self.path, "a+b")  # noqa: SIM115 (closed by the writer thread)
+            _repair_tail(self._file, self.path)
+            self._file.seek(0, os.SEEK_END)
+        except OSError as e:
+            raise EventLogError(f"--events {path}: cannot open for appending ({e.strerror or e})") from None
+        super().__init__(str(self.path), options)
+
+    def _write(self, batch: list[Event]) -> None:
+        data = "".join(ev.to_json() + "\n" for ev in batch).encode()
+        self._file.write(data)
+        self._file.flush()
+
+    def _sync(self) -> None:
+        os.fsync(self._file.fileno())
+
+    def _close(self) -> None:
+        self._file.close()
+
+
+class SqliteEventLog(EventLog):
+    """SQLite in WAL mode, one transaction per batch (see the module doc)."""
+
+    def __init__(self, path: str | Path, options: EventLogOptions | None = None) -> None:
+        self.path = Path(path)
+        options = options if options is not None else EventLogOptions()
+        try:
+            # Opened here so that a bad path fails at start-up; used only by the writer thread.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise EventLogError(f"--events sqlite:{path}: WAL journal not available (got {mode!r})")
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if options.fsync_interval_s == 0 else 'NORMAL'}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise EventLogError(f"--events sqlite:{path}: not usable as an event log ({e})") from None
+        super().__init__(SQLITE_PREFIX + str(self.path), options)
+
+    def _write(self, batch: list[Event]) -> None:
+        now = time.time()
+        rows = []
+        for ev in batch:
+            seq = ev.seq if isinstance(ev, ScoreEvent) else None
+            rows.append((now, ev.type, getattr(ev, "stream", None), seq, ev.to_json()))
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO events (logged_at, type, stream, seq, json) VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _sync(self) -> None:
+        pass  # SQLite syncs on commit/checkpoint according to PRAGMA synchronous
+
+    def _close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error as e:
+            log.error("event log %s: close failed (%s)", self.target, e)
+
+
+def open_event_log(spec: str | Path, options: EventLogOptions | None = None) -> EventLog:
+    """``PATH`` (JSON lines) or ``sqlite:PATH``; raises :class:`EventLogError` if unusable."""
+    s = str(spec)
+    if s.startswith(SQLITE_PREFIX):
+        path = s[len(SQLITE_PREFIX):]
+        if not path:
+            raise EventLogError("--events sqlite: needs a path, e.g. sqlite:events.db")
+        return SqliteEventLog(path, options)
+    if not s:
+        raise EventLogError("--events needs a path: FILE.jsonl or sqlite:PATH")
+    return JsonlEventLog(s, options)

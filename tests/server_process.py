@@ -1,0 +1,81 @@
+"""The CLI's WebSocket server in a subprocess, for tests that kill it, signal it or measure it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ServerProcess:
+    """``realtime-detect --input ws --port 0 ARGS`` with its stderr drained into :attr:`log`."""
+
+    def __init__(self, checkpoint: Path, *args: str, stdout: int | None = subprocess.DEVNULL,
+                 timeout: float = 60.0) -> None:
+        cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
+               "--model", str(checkpoint), "--engine", "onnx", *args]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        self._port: list[int] = []
+        ready = threading.Event()
+
+        def drain() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.log.append(line.rstrip("\n"))
+                m = re.search(r"listening on ws://[^ ]*:(\d+)/v1/stream", line)
+                if m:
+                    self._port.append(int(m.group(1)))
+                    ready.set()
+            ready.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        if not ready.wait(timeout) or not self._port:
+            self.kill()
+            raise RuntimeError("server did not start:\n" + "\n".join(self.log[-20:]))
+        self.port = self._port[0]
+        self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_mb(self) -> float:
+        """Resident set size from /proc (MB)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no VmRSS for pid {self.pid}")
+
+    def health(self, timeout: float = 5.0) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=timeout) as r:
+            assert r.status == 200
+            return json.loads(r.read())
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        self.proc.terminate()
+        rc = self.proc.wait(timeout)
+        self._drain.join(5)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL (nothing runs in the server after this)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._drain.join(5)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
