@@ -16,8 +16,7 @@ from training.datasets import (
     Utterance,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from tests.conftest import DATA
 SPEECH = DATA / "bonafide" / "librispeech" / "103-1240-0000.flac"
 SR = 16000
 

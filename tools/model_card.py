@@ -20,7 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.metrics import compute_auc, compute_min_dcf, eer_from_spoof_scores  # noqa: E402
+from training.metrics import compute_auc, compute_min_dcf, eer_from_spoof_scores, threshold_metrics  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -56,8 +56,11 @@ def build(model_dir: Path, scores: Path, heldout: list[str]) -> str:
     labels = np.array([r["label"] for r in rows])
     s = np.array([float(r["score"]) for r in rows])
     eer_all, nb, ns = _eer(rows)
-    min_dcf = compute_min_dcf(s[labels == "bonafide"], s[labels == "spoof"])[0]
+    # compute_min_dcf takes the ASVspoof sign (higher = more bona fide): negate our spoof scores.
+    min_dcf = compute_min_dcf(-s[labels == "bonafide"], -s[labels == "spoof"])[0]
     auc = compute_auc(labels, s)
+    probs = 1.0 / (1.0 + np.exp(-s))
+    at = threshold_metrics(labels, probs, cfg["threshold"])
 
     lines = [f"# Model card: {cfg['architecture']} ({cfg['architecture']}-{cfg['weights_sha256'][:8]})", ""]
     lines += [
@@ -79,7 +82,9 @@ def build(model_dir: Path, scores: Path, heldout: list[str]) -> str:
         f"| all eval | {_pct(eer_all)} | {nb} / {ns} |",
         f"| seen generators (in-domain) | {_pct(_eer(bona + seen)[0])} | {len(bona)} / {len(seen)} |",
         f"| held-out generators ({', '.join(heldout)}) | {_pct(_eer(bona + unseen)[0])} | {len(bona)} / {len(unseen)} |",
-        "", f"minDCF (ASVspoof 5 costs) {min_dcf:.4f}; AUC {auc:.4f}.", "",
+        "", f"minDCF (ASVspoof 5 costs) {min_dcf:.4f}; AUC {auc:.4f}. At the shipped threshold "
+        f"({cfg['threshold']:.4f}): accuracy {at.accuracy:.4f}, precision {at.precision:.4f}, recall {at.recall:.4f} "
+        f"(spoof = positive; bona fide wrongly flagged: {at.fp} of {nb}).", "",
         "### EER per generator (its spoofs against all bona fide)", "", "| generator | EER | spoof files |",
         "| --- | --- | --- |",
     ]
