@@ -173,3 +173,18 @@ def test_subset_column_also_splits(corpus: Path) -> None:
     alt.write_text(corpus.read_text().replace(",split\n", ",subset\n", 1))
     split = read_splits(alt)
     assert (len(split.train), len(split.dev)) == (12, 4)
+
+
+def test_train_fraction_keeps_every_stratum_and_is_seeded(tmp_path: Path) -> None:
+    from training.splits import read_splits, subsample
+
+    manifest = make_corpus(tmp_path / "c", n_per_class=8, dev_per_class=2, odd_formats=False)
+    train = read_splits(manifest).train
+    half = subsample(train, 0.5, seed=3)
+    assert len(half) == 7 and half == subsample(train, 0.5, seed=3)  # 3 of 6 bona fide, 2 of 3 per attack
+    strata = {(u.label, u.attack) for u in train}
+    assert {(u.label, u.attack) for u in half} == strata  # every class/attack still present
+    assert subsample(train, 0.5, seed=4) != half
+    assert subsample(train, 1.0, seed=0) == train
+    with pytest.raises(ValueError, match="train_fraction"):
+        TrainConfig(manifest="m.csv", out="o", train_fraction=0.0)

@@ -52,6 +52,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) once this much wall time has passed
     window_s: float = 4.0
     sample_rate: int = 16000
+    train_fraction: float = 1.0  # seeded share of the training files, per class/attack/source stratum
     babble_pool: int = 16  # bona fide training clips kept in memory as babble noise
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     export_onnx: bool = True  # the final best checkpoint gets model.onnx
@@ -76,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.device == "cpu" and self.amp in ("bf16", "fp16"):
             raise ValueError(f"amp {self.amp!r} needs device 'cuda': mixed precision is used on CUDA only")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if abs(self.augment.window_s - self.window_s) > 1e-9 or self.augment.sample_rate != self.sample_rate:

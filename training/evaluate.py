@@ -17,7 +17,7 @@ import csv
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from training.datasets import DATASET_KINDS, Utterance, load_dataset, load_manif
 from training.report import AsvScores, FileScore, compute_report, plot_all, read_asv_scores, write_report
 from training.splits import SPLIT_NAMES, with_splits
 
-__all__ = ["EvalOptions", "EvalResult", "evaluate", "main"]
+__all__ = ["EvalOptions", "EvalResult", "evaluate", "evaluate_utterances", "main", "select_utterances"]
 
 ENGINES = ("auto", "onnx", "torch", "cuda")
 
@@ -53,6 +53,8 @@ class EvalOptions:
     workers: int = 2  # decoding threads
     plots: bool = True
     progress: bool = True
+    # Applied to each decoded file (16 kHz mono float32) before windowing: robustness sweeps.
+    transform: Callable[[Path, np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if (self.manifest is None) == (self.dataset is None):
@@ -75,7 +77,7 @@ class EvalResult:
     report: dict[str, Any]
 
 
-def _utterances(opts: EvalOptions) -> tuple[list[Utterance], str]:
+def select_utterances(opts: EvalOptions) -> tuple[list[Utterance], str]:
     csv_path = opts.manifest
     if opts.dataset is not None and opts.dataset.lower() == "manifest":
         csv_path = opts.root
@@ -103,13 +105,15 @@ def _utterances(opts: EvalOptions) -> tuple[list[Utterance], str]:
     return load_dataset(opts.dataset, opts.root, **kw), desc
 
 
-def _decoded(utts: Sequence[Utterance], workers: int, window: int, hop: int
+def _decoded(utts: Sequence[Utterance], workers: int, window: int, hop: int,
+             transform: Callable[[Path, np.ndarray], np.ndarray] | None = None
              ) -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
     """(utterance, windows, None) or (utterance, None, reason) in order, decoding ahead on threads
     (libsndfile and soxr release the GIL) with a bounded queue so memory stays flat."""
 
     def job(u: Utterance) -> np.ndarray:
-        return cut_windows(load_audio(u.path), window, hop)
+        audio = load_audio(u.path)
+        return cut_windows(transform(u.path, audio) if transform else audio, window, hop)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[Utterance, Future[np.ndarray]]] = deque()
@@ -130,10 +134,15 @@ def _decoded(utts: Sequence[Utterance], workers: int, window: int, hop: int
 
 
 def evaluate(opts: EvalOptions) -> EvalResult:
+    utts, description = select_utterances(opts)
+    return evaluate_utterances(opts, utts, description)
+
+
+def evaluate_utterances(opts: EvalOptions, utts: Sequence[Utterance], description: str) -> EvalResult:
+    """``evaluate`` on an already chosen list of utterances (the robustness sweep's subsets)."""
     import engines
     from tqdm import tqdm
 
-    utts, description = _utterances(opts)
     asv: AsvScores | None = read_asv_scores(opts.asv_scores) if opts.asv_scores else None
     engine = engines.load(opts.model, engine=opts.engine, threads=opts.threads or os.cpu_count() or 1,
                           max_batch=opts.batch_size)
@@ -160,7 +169,7 @@ def evaluate(opts: EvalOptions) -> EvalResult:
                                     u.attack, u.source, len(w)))
         batch.clear()
 
-    bar = tqdm(_decoded(utts, opts.workers, window, hop), total=len(utts), desc="scoring", unit="file",
+    bar = tqdm(_decoded(utts, opts.workers, window, hop, opts.transform), total=len(utts), desc="scoring", unit="file",
                disable=not opts.progress, dynamic_ncols=True)
     for u, windows, reason in bar:
         if windows is None:

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import hashlib
 import os
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Any
 
 from training.datasets import Utterance, load_manifest
 
-__all__ = ["SplitData", "SPLIT_NAMES", "split_column", "with_splits", "read_splits", "data_summary", "sha256_of"]
+__all__ = ["SplitData", "SPLIT_NAMES", "split_column", "with_splits", "read_splits", "subsample", "data_summary",
+           "sha256_of"]
 
 # Accepted spellings of the manifest's split column.
 SPLIT_NAMES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev",
@@ -107,6 +109,25 @@ def read_splits(manifest: str | os.PathLike[str], dev_manifest: str | os.PathLik
             raise ValueError(f"the {name} data must hold both bonafide and spoof files, got only {sorted(labels) or 'none'}"
                              f" ({len(part)} files, taken by {how})")
     return SplitData(train, dev, how)
+
+
+def subsample(utts: Sequence[Utterance], fraction: float, seed: int) -> list[Utterance]:
+    """A seeded ``fraction`` of ``utts`` drawn within each (label, attack, source) stratum, so a
+    smaller training set keeps the class, generator and channel mix of the full one."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return list(utts)
+    strata: dict[tuple[str, str, str], list[Utterance]] = {}
+    for u in utts:
+        strata.setdefault((u.label, u.attack or "-", u.source or "-"), []).append(u)
+    rng = random.Random(seed)
+    out: list[Utterance] = []
+    for key in sorted(strata):
+        items = sorted(strata[key], key=lambda u: str(u.path))
+        rng.shuffle(items)
+        out.extend(items[:max(1, round(fraction * len(items)))])
+    return sorted(out, key=lambda u: str(u.path))
 
 
 def data_summary(utts: Sequence[Utterance]) -> dict[str, Any]:

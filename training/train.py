@@ -16,6 +16,7 @@ centre window per file; the EER follows the ASVspoof procedure on negated spoof 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -92,7 +93,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from engines.checkpoint import load_detector, save_checkpoint
     from engines.models import build_detector, get_architecture
     from training.data import DevWindows, EpochSampler, TrainWindows, babble_pool
-    from training.splits import data_summary, read_splits, sha256_of
+    from training.splits import data_summary, read_splits, sha256_of, subsample
     from training.state import STATE_JSON, ResumeError, ResumeState, load_state, read_state, save_state
 
     t0 = time.monotonic()
@@ -115,11 +116,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     if spec.default_frontend.sample_rate != cfg.sample_rate:
         raise ValueError(f"sample_rate {cfg.sample_rate} differs from {cfg.arch}'s front end ({spec.default_frontend.sample_rate})")
     split = read_splits(cfg.manifest, cfg.dev_manifest)
+    if cfg.train_fraction < 1.0:
+        split = dataclasses.replace(split, train=subsample(split.train, cfg.train_fraction, cfg.seed))
     manifest_sha = sha256_of(cfg.manifest)
     training_data: dict[str, Any] = {
         "manifest": str(Path(cfg.manifest).resolve()),
         "manifest_sha256": manifest_sha,
         "split": split.how,
+        "train_fraction": cfg.train_fraction,
         "train": data_summary(split.train),
         "dev": data_summary(split.dev),
     }
@@ -298,6 +302,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="data loader processes")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int)
+    p.add_argument("--train-fraction", type=float,
+                   help="train on this seeded share of the training files (0..1], e.g. 0.25 for a data-size curve")
     p.add_argument("--max-minutes", type=float, help="stop and save after this much wall time")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last")
     p.add_argument("--no-augment", action="store_true", help="random crops only")
@@ -310,7 +316,8 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     args = _parser().parse_args(argv)
     base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
     names = {"manifest", "dev_manifest", "arch", "arch_params", "out", "epochs", "batch_size", "lr", "weight_decay",
-             "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume"}
+             "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume",
+             "train_fraction"}
     for name in names:
         value = getattr(args, name)
         if value is not None:
