@@ -2,9 +2,10 @@
 
     python -m training.evaluate --manifest corpus/manifest.csv --subset eval --model runs/specrnet/best --out runs/eval-specrnet
     python tools/model_card.py --model runs/specrnet/best --scores runs/eval-specrnet/scores.csv \
-        --heldout festival,mlsa --out engines/weights/specrnet/MODEL_CARD.md
+        --heldout festival,mlsa --robustness runs/robust-specrnet/robustness.json \
+        --out engines/weights/specrnet/MODEL_CARD.md
 
-Every number in the card is computed here from the scores file, with training.metrics (EER as the
+Every number in the card is computed here from the scores file (and the robustness sweep's JSON), with training.metrics (EER as the
 ASVspoof scripts compute it; spoof = higher score). Nothing is typed in by hand.
 """
 from __future__ import annotations
@@ -46,7 +47,34 @@ def channel_of(source: str) -> str:
     return source.split("+", 1)[1] if "+" in source else "clean"
 
 
-def build(model_dir: Path, scores: Path, heldout: list[str]) -> str:
+def split_eers(rows: list[dict[str, str]], heldout: list[str]) -> dict[str, float]:
+    """EER of all eval files, of the generators seen in training and of the held-out ones."""
+    bona = [r for r in rows if r["label"] == "bonafide"]
+    spoof = [r for r in rows if r["label"] == "spoof"]
+    return {"all": _eer(rows)[0],
+            "seen": _eer(bona + [r for r in spoof if r["attack"] not in heldout])[0],
+            "heldout": _eer(bona + [r for r in spoof if r["attack"] in heldout])[0]}
+
+
+def robustness_section(sweep: dict) -> list[str]:
+    """The robustness sweep's table (python -m training.robustness) for the card."""
+    lines = ["", "### Robustness sweep: level, channel and noise applied to the clean eval files", "",
+             "`python -m training.robustness` (both classes through the same condition; file probability = "
+             "sigmoid of the mean window logit).", "",
+             "| condition | what | EER | mean p(spoof) bona fide (shift) | mean p(spoof) spoof (shift) |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, r in sweep["conditions"].items():
+        lines.append(f"| {name} | {r['description']} | {r['eer_percent']:.2f}% | "
+                     f"{r['mean_prob_bonafide']:.3f} ({r['prob_shift_bonafide']:+.3f}) | "
+                     f"{r['mean_prob_spoof']:.3f} ({r['prob_shift_spoof']:+.3f}) |")
+    lines.append("")
+    for key, t in sweep["targets"].items():
+        lines.append(f"- {key.replace('_', ' ')}: {t['value']:.3f} (target <= {t['target']}): "
+                     f"{'met' if t['met'] else 'NOT met'}")
+    return lines
+
+
+def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | None = None) -> str:
     cfg = json.loads((model_dir / "model.json").read_text())
     rows = _rows(scores)
     bona = [r for r in rows if r["label"] == "bonafide"]
@@ -98,6 +126,8 @@ def build(model_dir: Path, scores: Path, heldout: list[str]) -> str:
         subset = [r for r in rows if channel_of(r["source"]) == ch]
         e, b, sp = _eer(subset)
         lines.append(f"| {ch} | {_pct(e)} | {b} / {sp} |")
+    if robustness is not None:
+        lines += robustness_section(json.loads(robustness.read_text()))
     lines += [
         "", "## Limits", "",
         "- These numbers are on our synthetic corpus: a few generators, read speech, one TTS voice per",
@@ -114,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, required=True, help="checkpoint folder (model.json)")
     ap.add_argument("--scores", type=Path, required=True, help="scores.csv from training.evaluate")
     ap.add_argument("--heldout", default="festival,mlsa", help="generators held out of training")
+    ap.add_argument("--robustness", type=Path, help="robustness.json from python -m training.robustness")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    args.out.write_text(build(args.model, args.scores, [h for h in args.heldout.split(",") if h]))
+    args.out.write_text(build(args.model, args.scores, [h for h in args.heldout.split(",") if h], args.robustness))
     print(f"wrote {args.out}")
     return 0
 
