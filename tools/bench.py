@@ -1,7 +1,12 @@
-"""CPU engine benchmark: per-window latency at batch 1 and throughput at several batch sizes.
+"""Engine benchmark: per-window latency at batch 1 and throughput at several batch sizes.
 
     python tools/bench.py                      # both models, onnx + torch, 1 and 2 threads
     python tools/bench.py --models specrnet --engines onnx --threads 1 --out benchmarks/x.json
+    python tools/bench.py --engines cuda tensorrt --threads 1 --batches 1 8 64 256 1024 \
+        --out benchmarks/gpu-h100.json         # GPU engines; the GPU's name goes into the JSON
+
+Every call starts from float32 windows in host memory, so the host-to-device copy and the front
+end are inside the GPU timings, as they are in the server.
 
 Timing is wall clock around ``engine.score`` (validation, inference and sigmoid included) on real
 speech windows. Uses the shipped weights when present, else randomly initialised checkpoints
@@ -125,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "onnx_vs_torch_batch1": ratios}
+    if any(e in ("cuda", "tensorrt") for e in args.engines):
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        meta["gpu"] = {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                       "memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda}
     try:
         import onnxruntime
         meta["onnxruntime"] = onnxruntime.__version__
