@@ -58,6 +58,7 @@ class StreamResult:
 
 @dataclass
 class Row:
+    engine: str
     streams: int
     threads: int
     parallel: int
@@ -118,16 +119,20 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 class Server:
-    def __init__(self, model: Path, threads: int, parallel: int, hop: float, streams: int, max_batch: int) -> None:
-        cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
-               "--model", str(model), "--engine", "onnx", "--threads", str(threads), "--parallel", str(parallel), "--hop", str(hop),
-               "--max-connections", str(streams + 8), "--max-batch", str(max_batch), "--idle-timeout", "60"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """``realtime-detect --input ws`` in a subprocess on a free loopback port; stderr kept drained."""
+
+    def __init__(self, model: Path, *, engine: str, threads: int, hop: float, parallel: int, max_batch: int,
+                 max_connections: int, extra: tuple[str, ...] = ()) -> None:
+        self.cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
+                    "--model", str(model), "--engine", engine, "--threads", str(threads), "--hop", str(hop),
+                    "--parallel", str(parallel), "--max-batch", str(max_batch), "--max-connections",
+                    str(max_connections), "--idle-timeout", "60", *extra]
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         port: list[int] = []
         ready = threading.Event()
 
-        def read_stderr() -> None:  # keeps the pipe drained for the whole run
+        def drain() -> None:
             assert self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.log.append(line.rstrip())
@@ -137,9 +142,9 @@ class Server:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=read_stderr, daemon=True).start()
+        threading.Thread(target=drain, daemon=True).start()
         if not ready.wait(120) or not port:
-            self.stop()
+            self.proc.kill()
             raise SystemExit("server did not start:\n" + "\n".join(self.log[-20:]))
         self.port = port[0]
 
@@ -147,13 +152,22 @@ class Server:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=10) as r:
             return json.loads(r.read())
 
-    def stop(self) -> None:
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return math.nan
+
+    def stop(self) -> int:
+        """SIGTERM (the server drains in-flight windows), then SIGKILL after 60 s; the exit code."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
 
 
 async def one_stream(port: int, name: str, pcm: bytes, phase: float, t0: float, res: StreamResult) -> None:
@@ -212,7 +226,7 @@ async def _stream(port: int, name: str, pcm: bytes, phase: float, t0: float, res
 
 
 def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
+    return round(float(np.percentile(values, q)), 1) if values else math.nan
 
 
 async def run_clients(port: int, streams: int, pcms: list[bytes]) -> list[StreamResult]:
@@ -225,9 +239,10 @@ async def run_clients(port: int, streams: int, pcms: list[bytes]) -> list[Stream
     return results
 
 
-def run_one(model: Path, streams: int, threads: int, parallel: int, hop: float, seconds: float, max_batch: int,
-            pcms: list[bytes]) -> Row:
-    server = Server(model, threads, parallel, hop, streams, max_batch)
+def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int, hop: float, seconds: float,
+            max_batch: int, pcms: list[bytes]) -> Row:
+    server = Server(model, engine=engine, threads=threads, hop=hop, parallel=parallel, max_batch=max_batch,
+                    max_connections=streams + 8)
     try:
         server.health()
         cpu0, me0, wall0 = cpu_seconds(server.proc.pid), cpu_seconds(), time.monotonic()
@@ -246,10 +261,10 @@ def run_one(model: Path, streams: int, threads: int, parallel: int, hop: float, 
         for e in r.errors[:1]:
             print(f"  stream error: {e}", file=sys.stderr)
     windows = sum(r.windows for r in results)
-    return Row(streams=streams, threads=threads, parallel=parallel, max_batch=max_batch, hop_s=hop, seconds=seconds, windows=windows,
+    return Row(engine=engine, streams=streams, threads=threads, parallel=parallel, max_batch=max_batch, hop_s=hop, seconds=seconds, windows=windows,
                windows_per_s=round(windows / wall, 1),
-               p50_ms=round(pct(lat, 50), 1), p99_ms=round(pct(lat, 99), 1), max_ms=round(max(lat, default=math.nan), 1),
-               server_p50_ms=round(pct(srv, 50), 1), server_p99_ms=round(pct(srv, 99), 1),
+               p50_ms=pct(lat, 50), p99_ms=pct(lat, 99), max_ms=round(max(lat, default=math.nan), 1),
+               server_p50_ms=pct(srv, 50), server_p99_ms=pct(srv, 99),
                shed=sum(r.shed for r in results), dropped_events=health.get("dropped_events", 0),
                sustained=sustained, failed=failed,
                server_cpu_pct=round(100 * (cpu1 - cpu0) / wall, 1),
@@ -260,6 +275,7 @@ def run_one(model: Path, streams: int, threads: int, parallel: int, hop: float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100])
+    ap.add_argument("--engine", default="onnx", help="engine of the server (default onnx; see --list-engines)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1], help="ONNX Runtime intra-op threads")
     ap.add_argument("--parallel", type=int, nargs="+", default=[1], help="concurrent engine calls per batch")
     ap.add_argument("--hop", type=float, default=0.5)
@@ -283,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n in args.streams:
                     print(f"-- {n} streams, threads {threads}, parallel {parallel}, hop {args.hop} s, "
                           f"{args.seconds:g} s each", flush=True)
-                    row = run_one(model, n, threads, parallel, args.hop, args.seconds, args.max_batch, pcms)
+                    row = run_one(model, args.engine, n, threads, parallel, args.hop, args.seconds, args.max_batch, pcms)
                     print("   " + json.dumps(asdict(row)), flush=True)
                     rows.append(row)
     print("\n| streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "

@@ -48,7 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tools.loadtest import checkpoint, cpu_seconds, speech_pcm  # noqa: E402
+from tools.loadtest import Server, checkpoint, cpu_seconds, pct, speech_pcm  # noqa: E402
 
 RATE, FRAME_S = 16000, 0.1
 FRAME = int(RATE * FRAME_S)
@@ -70,54 +70,6 @@ class Tally:
     latency: list[tuple[float, float, float]] = field(default_factory=list)  # (t, client ms, server ms)
     client_errors: Counter = field(default_factory=Counter)
     error_events: Counter = field(default_factory=Counter)
-
-
-class Server:
-    def __init__(self, model: Path, args: argparse.Namespace, events: Path) -> None:
-        cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
-               "--model", str(model), "--engine", "onnx", "--hop", str(args.hop), "--parallel", str(args.parallel),
-               "--max-batch", str(args.max_batch), "--max-connections", str(args.streams + 16),
-               "--idle-timeout", "60", "--events", str(events)]
-        self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        port: list[int] = []
-        ready = threading.Event()
-
-        def drain() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.log.append(line.rstrip())
-                m = re.search(r"listening on ws://[\d.]+:(\d+)/", line)
-                if m:
-                    port.append(int(m.group(1)))
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(120) or not port:
-            self.proc.kill()
-            raise SystemExit("server did not start:\n" + "\n".join(self.log[-20:]))
-        self.port = port[0]
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return math.nan
-
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
 
 async def session(port: int, conn: Connection, pcm: bytes, seconds: float, drop: bool, t0: float,
@@ -207,10 +159,6 @@ async def sample(server: Server, deadline: float, t0: float, rss: list[tuple[flo
         await asyncio.sleep(10)
 
 
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 1) if values else math.nan
-
-
 def check_log(events_file: Path, tally: Tally) -> dict:
     logged: dict[tuple[str, int], dict] = {}
     summaries: dict[str, dict] = {}
@@ -258,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--disconnect", type=float, default=0.3, help="share of sessions cut without 'end' (default 0.3)")
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--engine", default="onnx", help="engine of the server (default onnx)")
+    ap.add_argument("--threads", type=int, default=1, help="inference threads per engine call (default 1)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: shipped or random-init SpecRNet)")
@@ -278,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or checkpoint(Path(scratch))
         events = Path(scratch) / "events.jsonl"
         pcms = speech_pcm(120.0, n_variants=8)
-        server = Server(model, args, events)
+        server = Server(model, engine=args.engine, threads=args.threads, hop=args.hop, parallel=args.parallel,
+                        max_batch=args.max_batch, max_connections=args.streams + 16, extra=("--events", str(events)))
         print(f"soak: {args.streams} streams x {args.minutes:g} min, hop {args.hop} s, server pid {server.proc.pid}",
               flush=True)
 
