@@ -9,7 +9,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.checkpoint import ONNX_NAME, read_config, resolve_dir
+from engines.checkpoint import INT8_NAME, ONNX_NAME, read_config, resolve_dir, verify_int8
 from engines.engine import Engine
 from engines.errors import CheckpointError, EngineError, MissingExtraError
 
@@ -18,7 +18,8 @@ __all__ = ["Engine", "EngineError", "CheckpointError", "MissingExtraError", "loa
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = ("specrnet", "resmax")
-ENGINE_CHOICES = ("auto", "onnx", "torch", "cuda", "tensorrt")
+# onnx-int8 is opt-in: auto never picks it (its scores differ slightly from the float32 model's).
+ENGINE_CHOICES = ("auto", "onnx", "onnx-int8", "torch", "cuda", "tensorrt")
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -42,11 +43,15 @@ class EngineStatus:
     reason: str
 
 
-def available_engines() -> list[EngineStatus]:
-    """What can run here and, for what cannot, why (for --list-engines and --engine auto)."""
-    out = [EngineStatus("onnx", importlib.util.find_spec("onnxruntime") is not None,
-                        "onnxruntime on the CPU" if importlib.util.find_spec("onnxruntime") else
+def available_engines(model: str | Path | None = None) -> list[EngineStatus]:
+    """What can run here and, for what cannot, why (for --list-engines and --engine auto).
+
+    With ``model``, onnx-int8 is available only if that checkpoint carries its int8 file.
+    """
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    out = [EngineStatus("onnx", has_ort, "onnxruntime on the CPU" if has_ort else
                         "onnxruntime is not installed: pip install onnxruntime")]
+    out.append(_int8_status(has_ort, model))
     has_torch = importlib.util.find_spec("torch") is not None
     out.append(EngineStatus("torch", has_torch, "torch eager on the CPU" if has_torch else
                             "torch is not installed: pip install 'realtime-detect[torch]' -c constraints.txt"))
@@ -60,6 +65,19 @@ def available_engines() -> list[EngineStatus]:
     out.append(EngineStatus("cuda", cuda_ok, cuda_reason))
     out.append(_tensorrt_status(cuda_ok))
     return out
+
+
+def _int8_status(has_ort: bool, model: str | Path | None) -> EngineStatus:
+    if not has_ort:
+        return EngineStatus("onnx-int8", False, "onnxruntime is not installed: pip install onnxruntime")
+    if model is None:
+        return EngineStatus("onnx-int8", True, f"onnxruntime on the CPU, int8 network (needs {INT8_NAME}; opt-in)")
+    try:
+        folder = resolve_model(model)
+        verify_int8(folder, read_config(folder))
+    except (EngineError, CheckpointError) as e:
+        return EngineStatus("onnx-int8", False, str(e))
+    return EngineStatus("onnx-int8", True, f"onnxruntime on the CPU, int8 network of model {str(model)!r} (opt-in)")
 
 
 def _tensorrt_status(cuda_ok: bool) -> EngineStatus:
@@ -96,6 +114,10 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
         from engines.backends.onnx_backend import OnnxEngine
 
         return OnnxEngine(folder, config, threads=threads, max_batch=max_batch)
+    if engine == "onnx-int8":
+        from engines.backends.onnx_backend import OnnxInt8Engine
+
+        return OnnxInt8Engine(folder, config, threads=threads, max_batch=max_batch)
     if engine == "torch":
         from engines.backends.torch_backend import TorchEngine
 

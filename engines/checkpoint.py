@@ -1,5 +1,6 @@
 """Checkpoint format: ``model.safetensors`` (weights) + ``model.json`` (everything else) and,
-for shipped models, ``model.onnx`` (front end + network, so CPU users need no torch).
+for shipped models, ``model.onnx`` (front end + network, so CPU users need no torch) and optionally
+``model.int8.onnx`` (the same graph with an int8 network, made by ``python -m engines.quantize``).
 
 No pickle anywhere: safetensors holds only tensors, JSON only plain data. Every file is bound to
 the JSON by its sha256, so a swapped or edited file is refused before it is used. This module
@@ -15,13 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.errors import CheckpointError, MissingExtraError
+from engines.errors import CheckpointError, EngineError, MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
     from engines.models import Detector
 
 FORMAT = "realtime-detect-checkpoint/1"
 CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME = "model.json", "model.safetensors", "model.onnx"
+INT8_NAME = "model.int8.onnx"
+INT8_COMMAND = "python -m engines.quantize --model {folder} --calibration AUDIO_DIR_OR_MANIFEST"
 SUPPORTED_RATES = (16000,)
 
 
@@ -43,6 +46,9 @@ class ModelConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0
     onnx_sha256: str | None = None
+    # Written by python -m engines.quantize: {"sha256": of model.int8.onnx, "onnx_sha256": of the
+    # model.onnx it was made from, "calibration": {...}, "quantization": {...}}. Absent in older checkpoints.
+    int8: dict[str, Any] | None = None
     created: str = ""
     format: str = FORMAT
 
@@ -76,7 +82,7 @@ def sha256_file(path: Path) -> str:
 def resolve_dir(path: str | Path) -> Path:
     """Accept the checkpoint folder or any of its three files."""
     p = Path(path)
-    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME):
+    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME):
         p = p.parent
     if not p.is_dir():
         raise CheckpointError(path, "path", "not a checkpoint folder (expected a folder with model.json)")
@@ -117,6 +123,10 @@ def read_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(cfg_path, "calibration", "must have exactly the keys 'scale' and 'bias'")
     if len(cfg.weights_sha256) != 64:
         raise CheckpointError(cfg_path, "weights_sha256", "must be a 64-digit hex sha256")
+    if cfg.int8 is not None and not (isinstance(cfg.int8, dict) and isinstance(cfg.int8.get("sha256"), str)
+                                     and len(cfg.int8["sha256"]) == 64):
+        raise CheckpointError(cfg_path, "int8", "must be an object with a 64-digit hex 'sha256'; rerun "
+                              + INT8_COMMAND.format(folder=folder))
     from engines.frontend_config import FrontEndConfig
 
     try:
@@ -128,17 +138,32 @@ def read_config(path: str | Path) -> ModelConfig:
     return cfg
 
 
-def verify_file(folder: Path, name: str, expected: str | None, fieldname: str) -> Path:
-    """Check that ``folder/name`` exists and hashes to the sha256 recorded in model.json."""
+def verify_file(folder: Path, name: str, expected: str | None, fieldname: str, fix: str = "") -> Path:
+    """Check that ``folder/name`` exists and hashes to the sha256 recorded in model.json;
+    ``fix`` (how to remake the file) ends the error message when given."""
     path = folder / name
+    tail = f"; {fix}" if fix else ""
     if expected is None:
-        raise CheckpointError(folder / CONFIG_NAME, fieldname, f"not set, so {name} cannot be verified")
+        raise CheckpointError(folder / CONFIG_NAME, fieldname, f"not set, so {name} cannot be verified{tail}")
     if not path.is_file():
-        raise CheckpointError(path, fieldname, "file is missing")
+        raise CheckpointError(path, fieldname, f"file is missing{tail}")
     actual = sha256_file(path)
     if actual != expected:
-        raise CheckpointError(path, fieldname, f"sha256 {actual[:12]}… does not match model.json ({expected[:12]}…): file changed or swapped")
+        raise CheckpointError(path, fieldname, f"sha256 {actual[:12]}… does not match model.json ({expected[:12]}…):"
+                              f" file changed or swapped{tail}")
     return path
+
+
+def verify_int8(folder: Path, cfg: ModelConfig) -> Path:
+    """The verified model.int8.onnx, which must have been made from this checkpoint's model.onnx."""
+    command = INT8_COMMAND.format(folder=folder)
+    if cfg.int8 is None:
+        raise EngineError(f"{folder} has no int8 model ({INT8_NAME}) for engine 'onnx-int8'; make one: {command}")
+    fix = f"rerun {command}"
+    if cfg.int8.get("onnx_sha256") != cfg.onnx_sha256:
+        raise CheckpointError(folder / CONFIG_NAME, "int8.onnx_sha256",
+                              f"{INT8_NAME} was made from another {ONNX_NAME}; {fix}")
+    return verify_file(folder, INT8_NAME, cfg.int8["sha256"], "int8.sha256", fix)
 
 
 def save_checkpoint(detector: Detector, folder: str | Path, *, architecture: str,

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--model", "-m", default="specrnet",
                      help="'specrnet' or 'resmax' (shipped weights) or a checkpoint folder (default specrnet)")
     mdl.add_argument("--engine", "-e", default="auto", choices=ENGINE_CHOICES,
-                     help="inference backend; auto: TensorRT, then CUDA, then ONNX Runtime on the CPU")
+                     help="inference backend; auto: TensorRT, then CUDA, then ONNX Runtime on the CPU"
+                     " (onnx-int8, the quantized network on the CPU, only when asked for)")
     mdl.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     mdl.add_argument("--max-batch", type=int, default=64, help="most windows per engine call (default 64)")
     mdl.add_argument("--hop", dest="hop_s", type=float, default=0.5, help="seconds between window starts (default 0.5)")
@@ -163,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     alr.add_argument("--save-alerts", type=Path, default=None, metavar="DIR",
                      help="save each alerting window as DIR/<stream>-<seq>.wav with its JSON event")
     info = ap.add_argument_group("information")
-    info.add_argument("--list-engines", action="store_true", help="show which engines can run here and why not")
+    info.add_argument("--list-engines", action="store_true", help="show which engines can run here (for --model) and why not")
     return ap
 
 
@@ -233,10 +234,10 @@ def _open_event_log(options: DetectorOptions):  # -> EventLog | None
     return open_event_log(options.events, EventLogOptions(fsync_interval_s=options.events_fsync_s))
 
 
-def list_engines(stdout: TextIO) -> int:
+def list_engines(stdout: TextIO, model: str) -> int:
     from engines import available_engines
 
-    for s in available_engines():
+    for s in available_engines(model):
         print(f"{'yes' if s.available else 'no ':3s}  {s.name:9s} {s.reason}", file=stdout)
     return EXIT_OK
 
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.list_engines:
-        return list_engines(stdout)
+        return list_engines(stdout, args.model)
     if args.list_devices:
         from realtime.errors import RealtimeError
         from realtime.sources.mic import list_devices

@@ -14,6 +14,7 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("REALTIME_DETECT_DATA", REPO.parent / "shared" / "data"))
+INT8_CALIBRATION_WINDOWS = 16  # few, to keep the int8 fixture fast
 
 
 def speech_files(n: int = 4) -> list[Path]:
@@ -60,4 +61,22 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         folder = tmp_path_factory.mktemp(f"ckpt-{arch}")
         save_checkpoint(det, folder, architecture=arch, training_data={"note": "random init for tests"})
         out[arch] = folder
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_checkpoints(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of ``checkpoints`` with model.int8.onnx, calibrated on 16 windows of the shared speech."""
+    pytest.importorskip("onnx")
+    import shutil
+
+    from engines.quantize import QuantizeOptions, quantize_checkpoint
+
+    if not (DATA / "bonafide").is_dir():
+        pytest.skip(f"shared speech data not found at {DATA} (set REALTIME_DETECT_DATA)")
+    out: dict[str, Path] = {}
+    for arch, folder in checkpoints.items():
+        out[arch] = tmp_path_factory.mktemp("int8") / arch
+        shutil.copytree(folder, out[arch])
+        quantize_checkpoint(out[arch], [DATA / "bonafide"], QuantizeOptions(windows=INT8_CALIBRATION_WINDOWS))
     return out

@@ -101,11 +101,24 @@ def test_console_view_and_usage_errors(checkpoints: dict[str, Path], mixed_folde
     assert code == 1 and "neither a shipped model" in err and len(err.splitlines()) == 1
 
 
-def test_list_engines() -> None:
+def test_list_engines(checkpoints: dict[str, Path]) -> None:
     out = io.StringIO()
     assert main(["--list-engines"], stdout=out) == 0
     text = out.getvalue()
-    assert "onnx" in text and "tensorrt" in text and "cuda" in text
+    assert "onnx" in text and "tensorrt" in text and "cuda" in text and "onnx-int8" in text
+    out = io.StringIO()
+    assert main(["--list-engines", "--model", str(checkpoints["specrnet"])], stdout=out) == 0
+    int8 = next(line for line in out.getvalue().splitlines() if " onnx-int8 " in line)
+    assert int8.startswith("no") and "python -m engines.quantize" in int8
+
+
+def test_int8_engine_on_a_file(int8_checkpoints: dict[str, Path], mixed_folder: Path) -> None:
+    wav = str(mixed_folder / "a_16k.wav")
+    args = ["--input", wav, "--offline", "--json", "--model", str(int8_checkpoints["specrnet"])]
+    code, int8, _ = run_cli([*args, "--engine", "onnx-int8"])
+    assert code == 0 and int8[0]["type"] == "summary" and int8[0]["windows"] == 5
+    _, fp32, _ = run_cli([*args, "--engine", "onnx"])
+    assert abs(int8[0]["spoof_probability"] - fp32[0]["spoof_probability"]) < 0.01
 
 
 @pytest.mark.slow

@@ -33,12 +33,15 @@ def test_torch_and_onnx_engines_agree(checkpoints: dict[str, Path], arch: str) -
     assert t.model_id == o.model_id == read_config(checkpoints[arch]).model_id
 
 
-def test_onnx_path_imports_no_torch(checkpoints: dict[str, Path]) -> None:
+@pytest.mark.parametrize("engine", ["onnx", "onnx-int8"])
+def test_onnx_path_imports_no_torch(request: pytest.FixtureRequest, engine: str) -> None:
+    folder = request.getfixturevalue("int8_checkpoints" if engine == "onnx-int8" else "checkpoints")["specrnet"]
     code = (
         "import sys, numpy as np, engines\n"
-        f"e = engines.load({str(checkpoints['specrnet'])!r}, engine='onnx')\n"
-        "print(e.score(np.zeros((2, 64000), np.float32)))\n"
+        f"e = engines.load({str(folder)!r}, engine={engine!r})\n"
+        "print(e.score(np.zeros((2, 64000), np.float32)), e.info()['precision'])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'onnx' not in sys.modules and 'training' not in sys.modules, 'an offline package was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
@@ -122,6 +125,16 @@ def test_unknown_model_and_engine_names(tmp_path: Path) -> None:
         engines.load(tmp_path)
     with pytest.raises(EngineError, match="accepted"):
         engines.load("specrnet", engine="tpu")
+
+
+@pytest.mark.parametrize("model", engines.SHIPPED_MODELS)
+def test_shipped_model_folder_is_small(model: str) -> None:
+    folder = engines.WEIGHTS_DIR / model
+    if not (folder / "model.json").is_file():
+        pytest.skip(f"no shipped weights for {model} in this checkout")
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000
+    if read_config(folder).int8 is not None:
+        assert engines.load(model, engine="onnx-int8").info()["precision"] == "int8"
 
 
 def test_no_pickle_in_checkpoint(checkpoints: dict[str, Path]) -> None:

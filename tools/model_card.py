@@ -5,6 +5,8 @@
         --heldout festival,mlsa --robustness runs/robust-specrnet/robustness.json \
         --out engines/weights/specrnet/MODEL_CARD.md
 
+``--int8-scores`` (the same evaluation with ``--engine onnx-int8``) adds the int8 engine's EERs.
+
 Every number in the card is computed here from the scores file (and the robustness sweep's JSON), with training.metrics (EER as the
 ASVspoof scripts compute it; spoof = higher score). Nothing is typed in by hand.
 """
@@ -56,6 +58,18 @@ def split_eers(rows: list[dict[str, str]], heldout: list[str]) -> dict[str, floa
             "heldout": _eer(bona + [r for r in spoof if r["attack"] in heldout])[0]}
 
 
+def int8_section(fp32: list[dict[str, str]], int8: list[dict[str, str]], heldout: list[str]) -> list[str]:
+    """EERs of the onnx-int8 engine beside float32's on the same files, and how far file
+    probabilities (sigmoid of the mean window logit) move."""
+    a, b = split_eers(fp32, heldout), split_eers(int8, heldout)
+    p32 = {r["path"]: 1.0 / (1.0 + np.exp(-float(r["score"]))) for r in fp32}
+    dp = np.array([abs(1.0 / (1.0 + np.exp(-float(r["score"]))) - p32[r["path"]]) for r in int8])
+    return ["", (f"int8 engine (`--engine onnx-int8`, `model.int8.onnx` from `python -m engines.quantize`), same "
+                 f"{len(int8)} files: EER all eval {_pct(b['all'])} (float32 {_pct(a['all'])}), seen generators "
+                 f"{_pct(b['seen'])} ({_pct(a['seen'])}), held-out {_pct(b['heldout'])} ({_pct(a['heldout'])}); file "
+                 f"spoof probability differs from float32's by at most {dp.max():.4f} (mean {dp.mean():.4f}).")]
+
+
 def robustness_section(sweep: dict) -> list[str]:
     """The robustness sweep's table (python -m training.robustness) for the card."""
     lines = ["", "### Robustness sweep: level, channel and noise applied to the clean eval files", "",
@@ -74,7 +88,8 @@ def robustness_section(sweep: dict) -> list[str]:
     return lines
 
 
-def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | None = None) -> str:
+def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | None = None,
+          int8_scores: Path | None = None) -> str:
     cfg = json.loads((model_dir / "model.json").read_text())
     rows = _rows(scores)
     bona = [r for r in rows if r["label"] == "bonafide"]
@@ -112,7 +127,8 @@ def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | 
         f"| held-out generators ({', '.join(heldout)}) | {_pct(_eer(bona + unseen)[0])} | {len(bona)} / {len(unseen)} |",
         "", f"minDCF (ASVspoof 5 costs) {min_dcf:.4f}; AUC {auc:.4f}. At the shipped threshold "
         f"({cfg['threshold']:.4f}): accuracy {at.accuracy:.4f}, precision {at.precision:.4f}, recall {at.recall:.4f} "
-        f"(spoof = positive; bona fide wrongly flagged: {at.fp} of {nb}).", "",
+        f"(spoof = positive; bona fide wrongly flagged: {at.fp} of {nb}).",
+        *(int8_section(rows, _rows(int8_scores), heldout) if int8_scores else []), "",
         "### EER per generator (its spoofs against all bona fide)", "", "| generator | EER | spoof files |",
         "| --- | --- | --- |",
     ]
@@ -145,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scores", type=Path, required=True, help="scores.csv from training.evaluate")
     ap.add_argument("--heldout", default="festival,mlsa", help="generators held out of training")
     ap.add_argument("--robustness", type=Path, help="robustness.json from python -m training.robustness")
+    ap.add_argument("--int8-scores", type=Path, help="scores.csv of the same evaluation with --engine onnx-int8")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    args.out.write_text(build(args.model, args.scores, [h for h in args.heldout.split(",") if h], args.robustness))
+    args.out.write_text(build(args.model, args.scores, [h for h in args.heldout.split(",") if h], args.robustness,
+                              args.int8_scores))
     print(f"wrote {args.out}")
     return 0
 

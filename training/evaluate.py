@@ -33,7 +33,7 @@ from training.splits import SPLIT_NAMES, with_splits
 
 __all__ = ["EvalOptions", "EvalResult", "evaluate", "evaluate_utterances", "main", "select_utterances"]
 
-ENGINES = ("auto", "onnx", "torch", "cuda")
+ENGINES = ("auto", "onnx", "onnx-int8", "torch", "cuda")
 
 
 @dataclass
