@@ -89,7 +89,7 @@ def robustness_section(sweep: dict) -> list[str]:
 
 
 def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | None = None,
-          int8_scores: Path | None = None) -> str:
+          int8_scores: Path | None = None, limits: list[str] | None = None) -> str:
     cfg = json.loads((model_dir / "model.json").read_text())
     rows = _rows(scores)
     bona = [r for r in rows if r["label"] == "bonafide"]
@@ -146,6 +146,7 @@ def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | 
         lines += robustness_section(json.loads(robustness.read_text()))
     lines += [
         "", "## Limits", "",
+        *(f"- {text}" for text in limits or []),
         "- These numbers are on our synthetic corpus: a few generators, read speech, one TTS voice per",
         "  neural engine. They do not predict accuracy on modern voice cloning or on In-the-Wild audio;",
         "  published detectors trained on ASVspoof fall to 30-90% EER there (Mueller et al. 2022).",
@@ -162,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", default="festival,mlsa", help="generators held out of training")
     ap.add_argument("--robustness", type=Path, help="robustness.json from python -m training.robustness")
     ap.add_argument("--int8-scores", type=Path, help="scores.csv of the same evaluation with --engine onnx-int8")
+    ap.add_argument("--limit", action="append", default=[], metavar="TEXT",
+                    help="a model-specific limit, listed first under Limits (repeatable)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.write_text(build(args.model, args.scores, [h for h in args.heldout.split(",") if h], args.robustness,
-                              args.int8_scores))
+                              args.int8_scores, args.limit))
     print(f"wrote {args.out}")
     return 0
 
