@@ -88,6 +88,25 @@ def robustness_section(sweep: dict) -> list[str]:
     return lines
 
 
+def reproduce_section(cfg: dict, model_dir: Path) -> list[str]:
+    """The commands that remake these weights, read from the config stored in model.json."""
+    tc = cfg["training_data"]["config"]
+    cap = tc.get("max_minutes")
+    return [
+        "**Reproduce.** The corpus recipe and the training config stored in `model.json` remake these weights:", "",
+        "```sh",
+        "python -m training.synth --source ../shared/data/bonafide --out corpus --workers 2",
+        f"python -c \"import json; c = json.load(open('{model_dir}/model.json'))['training_data']['config'];"
+        " json.dump(c, open('train.json', 'w'))\"",
+        f"python -m training.train --config train.json --manifest corpus/manifest.csv --out runs/{cfg['architecture']}",
+        "```", "",
+        f"Seed {tc['seed']}, {tc['epochs']} epochs, batch {tc['batch_size']}, AdamW lr {tc['lr']:g}, {tc['scheduler']}"
+        f" schedule, {tc['threads']} torch thread(s), {tc['workers']} loader process(es)"
+        + (f"; a {cap:g}-minute wall-clock cap, so on a faster or slower machine the last epoch runs a"
+           " different number of steps and the weights differ slightly." if cap else "."), "",
+    ]
+
+
 def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | None = None,
           int8_scores: Path | None = None, limits: list[str] | None = None) -> str:
     cfg = json.loads((model_dir / "model.json").read_text())
@@ -117,8 +136,11 @@ def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | 
         "Griffin-Lim from mel, Piper (`en_US-joe-medium`, VITS) and espeak-ng / flite / festival TTS, every",
         "item of both classes also in one coded copy (8 kHz telephone band, mu-law, MP3 or Opus).",
         f"Splits are speaker-disjoint; {', '.join(heldout)} spoofs appear only in eval (unseen attacks).", "",
-        "Training record (from model.json):", "", "```json",
-        json.dumps({k: cfg[k] for k in ("training_data", "metrics")}, indent=2, sort_keys=True)[:3000], "```", "",
+        *reproduce_section(cfg, model_dir),
+        "Training record (from model.json; the full training config is its `training_data.config`):", "",
+        "```json", json.dumps({"metrics": cfg["metrics"],
+                               **{k: v for k, v in cfg["training_data"].items() if k != "config"}},
+                              indent=2, sort_keys=True), "```", "",
         f"## Evaluation on the corpus's eval split ({nb} bona fide, {ns} spoof files; speakers unseen in training)", "",
         "File score = mean of window logits; EER computed as the ASVspoof scripts do.", "",
         "| set | EER | files (bona fide / spoof) |", "| --- | --- | --- |",
