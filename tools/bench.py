@@ -48,7 +48,8 @@ class Result:
     windows_per_s: float
 
 
-def _checkpoint(arch: str, scratch: Path, int8: bool) -> Path:
+def checkpoint_for(arch: str, scratch: Path, int8: bool = False) -> Path:
+    """The shipped weights of ``arch``, else a random-init checkpoint in ``scratch`` (quantized too with ``int8``)."""
     try:
         return engines.resolve_model(arch)
     except engines.EngineError:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[tuple[str, str, int, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            folders = {arch: _checkpoint(arch, Path(scratch), "onnx-int8" in args.engines) for arch in args.models}
+            folders = {arch: checkpoint_for(arch, Path(scratch), "onnx-int8" in args.engines) for arch in args.models}
             loaded = {c: engines.load(folders[c[0]], engine=c[1], threads=c[2], max_batch=max(args.batches))
                       for c in configs}
         except (engines.EngineError, engines.CheckpointError) as e:

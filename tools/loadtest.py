@@ -83,11 +83,11 @@ class Row:
     busy_pct: float
 
 
-def checkpoint(scratch: Path) -> Path:
+def checkpoint(scratch: Path, int8: bool = False) -> Path:
     """The shipped SpecRNet, else a random-init one written to ``scratch`` (as tools/bench.py does)."""
-    from tools.bench import _checkpoint
+    from tools.bench import checkpoint_for
 
-    return _checkpoint("specrnet", scratch)
+    return checkpoint_for("specrnet", scratch, int8)
 
 
 def speech_pcm(seconds: float, n_variants: int = 8) -> list[bytes]:
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--seconds: more than 4 (one window) and at most 600")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or checkpoint(Path(scratch))
+        model = args.model or checkpoint(Path(scratch), int8=args.engine == "onnx-int8")
         pcms = speech_pcm(args.seconds)
         for threads in args.threads:
             for parallel in args.parallel:

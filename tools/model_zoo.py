@@ -53,6 +53,7 @@ def _run_row(name: str, run: Path, scores: Path, heldout: list[str]) -> dict[str
             "epochs": len(history), "partial": bool(history and history[-1].get("partial")),
             "train_minutes": seconds / 60.0, "batch": tc["batch_size"],
             "fraction": cfg["training_data"].get("train_fraction", 1.0),
+            "max_minutes": tc.get("max_minutes"), "max_epochs": tc["epochs"],
             "train_files": cfg["training_data"]["train"]["files"],
             "best_epoch": cfg["metrics"]["epoch"], "dev_eer": cfg["metrics"]["dev_eer"],
             **split_eers(_rows(scores), heldout)}
@@ -99,16 +100,20 @@ def build(manifest: Path, runs: Path, full: dict[str, Path], bench_path: Path | 
         fractions.append(row)
     if not zoo:
         raise SystemExit(f"no finished runs (best/model.json) under {runs}")
-    budget = max(r["train_minutes"] for r in zoo)
+    budgets = {(r["max_epochs"], r["max_minutes"]) for r in zoo}
+    if len(budgets) != 1:
+        raise SystemExit(f"the runs under {runs} have different budgets (epochs, minutes): {sorted(budgets)}")
+    epochs, minutes = budgets.pop()
     lines = [
         "# Model zoo", "",
         "Every seed architecture, trained from scratch on the same corpus (`python -m training.synth` from",
         "`../shared/data`, speaker-disjoint splits, festival and MLSA spoofs held out of training) with the same",
         "recipe: AdamW, lr 1e-3, cosine schedule, batch 32, the default augmentation, seed 0, and the same",
-        f"**budget: 2 epochs or {budget:.0f} minutes of wall time, whichever came first**, on the 2-core CPU VM",
-        "(1 torch thread and 1 loader process per run, two runs side by side). No GPU was available. This is",
-        "a fixed-compute comparison: on a CPU the large networks see a fraction of an epoch in that time, so",
-        "their numbers say what each model reaches on a laptop-class budget, not what it can reach.", "",
+        f"**budget: {epochs} epochs or {minutes:g} minutes of wall time, whichever came first**, on the 2-core CPU",
+        "VM (1 torch thread and 1 loader process per run, two runs side by side). No GPU was available. No",
+        "network finished its epochs in that time, so the table ranks what each reaches on a small CPU budget,",
+        "not what each can reach: the under-trained rows need a longer (GPU) run before they say anything",
+        "about the architecture.", "",
         "| model | parameters | steps (epochs) | dev EER | eval EER, all | seen generators | held-out generators"
         " | CPU ms / window |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -138,15 +143,36 @@ def build(manifest: Path, runs: Path, full: dict[str, Path], bench_path: Path | 
             "Same recipe as the shipped model (5 epochs, cosine, 52-minute cap); the 25% and 50% sets are a",
             "seeded share of the training files drawn per class, generator and channel "
             "(`--train-fraction`).", "",
-            "| training data | files | epochs | eval EER, all | seen generators | held-out generators |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| run | training data | files | steps (epochs) | eval EER, all | seen generators | held-out generators |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in sorted(fractions, key=lambda r: r["fraction"]):
-            lines.append(f"| {100 * r['fraction']:.0f}% | {r['train_files']} | {r['epochs']} | {_pct(r['all'])} | "
-                         f"{_pct(r['seen'])} | {_pct(r['heldout'])} |")
+            per_epoch = max(1, r["train_files"] // r["batch"])
+            lines.append(f"| {r['name']} | {100 * r['fraction']:.0f}% | {r['train_files']} | {r['steps']} "
+                         f"({r['steps'] / per_epoch:.2f}) | {_pct(r['all'])} | {_pct(r['seen'])} | {_pct(r['heldout'])} |")
+        lines += ["", "The 100% run is the shipped model; at this hop its EER differs slightly from the model card's "
+                  "(hop 0.5 s)."]
         png = out.parent / "model-zoo-fraction.png"
         _plot_fractions(fractions, png)
         lines += ["", f"![EER against training-data size]({png.name})"]
+    archs = " ".join(r["arch"] for r in zoo)
+    lines += [
+        "", "## Reproduce", "", "```sh",
+        f"for a in {archs}; do",
+        f"  python -m training.train --manifest corpus/manifest.csv --arch $a --out runs/zoo/$a --epochs {epochs} \\",
+        f"      --max-minutes {minutes:g} --threads 1 --workers 1 --seed 0",
+        "done",
+        "# the data-size curve: the shipped model's config (see its MODEL_CARD.md) on a share of the data",
+        "for f in 0.25 0.5; do",
+        "  python -m training.train --config train.json --manifest corpus/manifest.csv --train-fraction $f \\",
+        "      --out runs/zoo/specrnet-frac$f",
+        "done",
+        f"python tools/bench.py --models {archs} --engines onnx --threads 1 --batches 1 --seconds 3 \\",
+        "    --out benchmarks/zoo-cpu-2core-vm.json",
+        "python tools/model_zoo.py --manifest corpus/manifest.csv --runs runs/zoo --full-data specrnet-full runs/specrnet \\",
+        "    --bench benchmarks/zoo-cpu-2core-vm.json --out docs/model-zoo.md",
+        "```",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -163,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     full = {name: Path(run) for name, run in args.full_data}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     text = build(args.manifest, args.runs, full, args.bench, [h for h in args.heldout.split(",") if h], args.out,
                  args.hop_s)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0

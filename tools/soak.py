@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     period = min(300.0, duration / 3)
     tally, rss, health = Tally(), [], []
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or checkpoint(Path(scratch))
+        model = args.model or checkpoint(Path(scratch), int8=args.engine == "onnx-int8")
         events = Path(scratch) / "events.jsonl"
         pcms = speech_pcm(120.0, n_variants=8)
         server = Server(model, engine=args.engine, threads=args.threads, hop=args.hop, parallel=args.parallel,
