@@ -83,7 +83,8 @@ def robustness_section(sweep: dict) -> list[str]:
                      f"{r['mean_prob_spoof']:.3f} ({r['prob_shift_spoof']:+.3f}) |")
     lines.append("")
     for key, t in sweep["targets"].items():
-        lines.append(f"- {key.replace('_', ' ')}: {t['value']:.3f} (target <= {t['target']}): "
+        value = "undefined" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"- {key.replace('_', ' ')}: {value} (target <= {t['target']}): "
                      f"{'met' if t['met'] else 'NOT met'}")
     return lines
 

@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -156,9 +155,10 @@ def run_sweep(opts: RobustnessOptions) -> dict[str, Any]:
                                           "met": worst <= GAIN_PROB_SHIFT_TARGET}
     if "tel8k" in results:
         tel, ref = results["tel8k"]["eer_percent"], clean["eer_percent"]
-        ratio = tel / ref if ref else (math.inf if tel else 1.0)
+        # A clean EER of 0 makes the ratio undefined: then the target holds only if tel8k is 0 too.
+        ratio = tel / ref if ref else (1.0 if not tel else None)
         targets["telephone_eer_ratio"] = {"value": ratio, "target": TELEPHONE_EER_RATIO_TARGET,
-                                          "met": ratio <= TELEPHONE_EER_RATIO_TARGET}
+                                          "met": ratio is not None and ratio <= TELEPHONE_EER_RATIO_TARGET}
     summary = {"model": model_info, "data": description, "files": len(utts),
                "file_probability": "sigmoid of the file's mean calibrated window logit",
                "conditions": results, "targets": targets}
@@ -181,7 +181,8 @@ def _markdown(s: dict[str, Any]) -> str:
                      f"{r['mean_prob_spoof']:.3f} ({r['prob_shift_spoof']:+.3f}) |")
     lines.append("")
     for key, t in s["targets"].items():
-        lines.append(f"- {key}: {t['value']:.3f} (target <= {t['target']}): {'met' if t['met'] else 'NOT met'}")
+        value = "undefined" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"- {key}: {value} (target <= {t['target']}): {'met' if t['met'] else 'NOT met'}")
     return "\n".join(lines) + "\n"
 
 
