@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -79,3 +80,17 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def connect_when_listening(port: int, timeout: float = 60.0):  # -> websockets.sync.client.ClientConnection
+    """A sync WebSocket client to ``/v1/stream``, retried until a server that is still starting listens."""
+    from websockets.sync.client import connect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(f"ws://127.0.0.1:{port}/v1/stream")
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

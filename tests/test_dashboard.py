@@ -311,20 +311,9 @@ def _free_port() -> int:
 
 def _ws_client(port: int, stream: str, audio: np.ndarray, out: dict[str, list]) -> None:
     """Stream ``audio`` as s16le to the server (retrying until it listens) and keep every event."""
-    import time
+    from tests.server_process import connect_when_listening
 
-    from websockets.sync.client import connect
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            ws = connect(f"ws://127.0.0.1:{port}/v1/stream")
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    with ws:
+    with connect_when_listening(port) as ws:
         ws.send(json.dumps({"type": "start", "sample_rate": 16000, "channels": 1, "format": "s16le",
                             "stream": stream}))
         pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2").tobytes()

@@ -18,7 +18,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the dashboard test: bef
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import pytest
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
@@ -27,7 +26,7 @@ from realtime.eventlog import open_event_log  # noqa: E402
 from realtime.events import parse_event  # noqa: E402
 from realtime.session import JsonLinesSink, LiveDetector  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
-from tests.server_process import ServerProcess  # noqa: E402
+from tests.server_process import ServerProcess, connect_when_listening  # noqa: E402
 from tests.test_server import OPTS, client, running, s16, url  # noqa: E402
 from tests.test_session import FakeEngine  # noqa: E402
 
@@ -346,7 +345,6 @@ def test_dashboard_closed_mid_run_drains_like_sigterm(qtbot, tmp_path: Path, che
     log has it all, the CLI exits 0."""
     pytest.importorskip("pyqtgraph", reason="dashboard extra not installed (pyqtgraph)")
     from PySide6 import QtCore, QtWidgets
-    from websockets.sync.client import connect as sync_connect
 
     from realtime.cli import main
     from realtime.dashboard.window import DashboardWindow
@@ -358,16 +356,7 @@ def test_dashboard_closed_mid_run_drains_like_sigterm(qtbot, tmp_path: Path, che
     closed_with: list = []
 
     def streaming_client() -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ws = sync_connect(f"ws://127.0.0.1:{port}/v1/stream")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        with ws:
+        with connect_when_listening(port) as ws:
             ws.send(json.dumps({**START, "stream": "live"}))
             pcm = s16(speech(30.0, 0))
             try:

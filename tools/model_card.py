@@ -72,21 +72,11 @@ def int8_section(fp32: list[dict[str, str]], int8: list[dict[str, str]], heldout
 
 def robustness_section(sweep: dict) -> list[str]:
     """The robustness sweep's table (python -m training.robustness) for the card."""
-    lines = ["", "### Robustness sweep: level, channel and noise applied to the clean eval files", "",
-             "`python -m training.robustness` (both classes through the same condition; file probability = "
-             "sigmoid of the mean window logit).", "",
-             "| condition | what | EER | mean p(spoof) bona fide (shift) | mean p(spoof) spoof (shift) |",
-             "| --- | --- | --- | --- | --- |"]
-    for name, r in sweep["conditions"].items():
-        lines.append(f"| {name} | {r['description']} | {r['eer_percent']:.2f}% | "
-                     f"{r['mean_prob_bonafide']:.3f} ({r['prob_shift_bonafide']:+.3f}) | "
-                     f"{r['mean_prob_spoof']:.3f} ({r['prob_shift_spoof']:+.3f}) |")
-    lines.append("")
-    for key, t in sweep["targets"].items():
-        value = "undefined" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"- {key.replace('_', ' ')}: {value} (target <= {t['target']}): "
-                     f"{'met' if t['met'] else 'NOT met'}")
-    return lines
+    from training.robustness import table_lines
+
+    return ["", "### Robustness sweep: level, channel and noise applied to the clean eval files", "",
+            "`python -m training.robustness` (both classes through the same condition; file probability = "
+            "sigmoid of the mean window logit).", "", *table_lines(sweep)]
 
 
 def reproduce_section(cfg: dict, model_dir: Path) -> list[str]:

@@ -28,7 +28,7 @@ from training.augment import add_noise, available_codecs, codec, pink_noise, tel
 from training.evaluate import ENGINES, EvalOptions, select_utterances, evaluate_utterances
 from training.report import FileScore
 
-__all__ = ["CONDITIONS", "Condition", "RobustnessOptions", "main", "run_sweep"]
+__all__ = ["CONDITIONS", "Condition", "RobustnessOptions", "main", "run_sweep", "table_lines"]
 
 Transform = Callable[[Path, np.ndarray], np.ndarray]
 
@@ -169,10 +169,9 @@ def run_sweep(opts: RobustnessOptions) -> dict[str, Any]:
     return summary
 
 
-def _markdown(s: dict[str, Any]) -> str:
-    lines = [f"# Robustness of `{s['model'].get('path', '?')}` ({s['model'].get('architecture', '?')})", "",
-             f"Data: {s['data']} ({s['files']} files). File probability: {s['file_probability']}.", "",
-             "| condition | what | EER | EER / clean | mean p(spoof) bona fide | mean p(spoof) spoof |",
+def table_lines(s: dict[str, Any]) -> list[str]:
+    """The sweep's Markdown table and target lines (the report and the model cards share them)."""
+    lines = ["| condition | what | EER | EER / clean | mean p(spoof) bona fide | mean p(spoof) spoof |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, r in s["conditions"].items():
         ratio = "-" if r["eer_ratio"] is None else f"{r['eer_ratio']:.2f}"
@@ -182,8 +181,15 @@ def _markdown(s: dict[str, Any]) -> str:
     lines.append("")
     for key, t in s["targets"].items():
         value = "undefined" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"- {key}: {value} (target <= {t['target']}): {'met' if t['met'] else 'NOT met'}")
-    return "\n".join(lines) + "\n"
+        lines.append(f"- {key.replace('_', ' ')}: {value} (target <= {t['target']}): "
+                     f"{'met' if t['met'] else 'NOT met'}")
+    return lines
+
+
+def _markdown(s: dict[str, Any]) -> str:
+    head = [f"# Robustness of `{s['model'].get('path', '?')}` ({s['model'].get('architecture', '?')})", "",
+            f"Data: {s['data']} ({s['files']} files). File probability: {s['file_probability']}.", ""]
+    return "\n".join(head + table_lines(s)) + "\n"
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
