@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,9 @@ from engines.errors import EngineError
 class Engine(ABC):
     """A compiled or eager model behind one ``score`` call.
 
-    Subclasses implement ``_logits`` for one batch of at most ``max_batch`` windows; this class
-    validates input, splits large batches and applies the checkpoint's calibration.
+    Subclasses implement ``_logits`` for one batch of at most ``run_batch`` windows (``max_batch``
+    unless a backend gains nothing from larger runs); this class validates input, splits large
+    batches and applies the checkpoint's calibration.
     """
 
     name: str = "engine"
@@ -23,6 +25,7 @@ class Engine(ABC):
     def __init__(self, config: ModelConfig, max_batch: int) -> None:
         self.config = config
         self.max_batch = max_batch
+        self.run_batch = max_batch
         self.window_samples = config.window_samples
         self._scale = float(config.calibration["scale"])
         self._bias = float(config.calibration["bias"])
@@ -40,7 +43,8 @@ class Engine(ABC):
         x = self._check(windows)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
-        parts = [self._logits(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        step = self.run_batch
+        parts = [self._logits(x[i : i + step]) for i in range(0, len(x), step)]
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return (out * self._scale + self._bias).astype(np.float32, copy=False)
 
@@ -49,9 +53,26 @@ class Engine(ABC):
         z = self.logits(windows)
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
 
+    def warm_up(self, concurrency: int = 1) -> None:
+        """Run ``concurrency`` simultaneous calls of ``run_batch`` silent windows.
+
+        Lazy initialisation happens here instead of on the first real window, and allocators that
+        keep their high-water mark (ONNX Runtime's arena) reach it at start-up, so a server's
+        memory does not climb hours later when the first full batch arrives.
+        """
+        x = np.zeros((self.run_batch, self.window_samples), dtype=np.float32)
+        if concurrency <= 1:
+            self.score(x)
+            return
+        with ThreadPoolExecutor(concurrency - 1, thread_name_prefix="warm-up") as pool:
+            others = [pool.submit(self.score, x) for _ in range(concurrency - 1)]
+            self.score(x)
+            for f in others:
+                f.result()
+
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "model": self.model_id,
-                "architecture": self.config.architecture, "max_batch": self.max_batch}
+                "architecture": self.config.architecture, "max_batch": self.max_batch, "run_batch": self.run_batch}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device resources; engines holding none need not override."""

@@ -399,11 +399,22 @@ class MicroBatcher:
         buf = np.empty((opts.max_batch, self.engine.window_samples), dtype=np.float32)
         if opts.parallel > 1:
             self._pool = ThreadPoolExecutor(opts.parallel - 1, thread_name_prefix="engine")
+        self._warm_up()
         try:
             self._loop_batches(buf)
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
+
+    def _warm_up(self) -> None:
+        """Let the engine reach its memory high-water mark for ``parallel`` concurrent calls now."""
+        warm_up = getattr(self.engine, "warm_up", None)  # optional: test doubles have none
+        if warm_up is None:
+            return
+        try:
+            warm_up(self.options.parallel)
+        except Exception as e:  # noqa: BLE001 - a real batch will report the failure to its streams
+            log.warning("engine warm-up failed (%s: %s); scoring goes on", type(e).__name__, e)
 
     def _loop_batches(self, buf: np.ndarray) -> None:
         while True:

@@ -323,3 +323,33 @@ def test_parallel_split_keeps_order_and_scores() -> None:
         await b.aclose()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_engine_is_warmed_up_for_parallel_calls_before_scoring(fails: bool, caplog: pytest.LogCaptureFixture) -> None:
+    class Warm(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.warmed: list[int] = []
+
+        def warm_up(self, concurrency: int) -> None:
+            assert not self.batches, "warm-up must come before the first real batch"
+            self.warmed.append(concurrency)
+            if fails:
+                raise RuntimeError("simulated warm-up failure")
+
+    async def main() -> None:
+        eng = Warm()
+        b = MicroBatcher(eng, BatcherOptions(max_batch=8, max_wait_ms=5, parallel=2, max_pending=64)).start()
+        c = Collector()
+        st = b.open_stream("s", c)
+        for seq in range(3):
+            st.submit(win("s", seq))
+        await st.drain()
+        assert eng.warmed == [2]
+        assert c.statuses() == ["scored"] * 3  # a failed warm-up does not stop scoring
+        await b.aclose()
+
+    with caplog.at_level("WARNING", logger="realtime.batcher"):
+        asyncio.run(main())
+    assert ("engine warm-up failed (RuntimeError: simulated warm-up failure)" in caplog.text) == fails

@@ -142,3 +142,28 @@ def test_no_pickle_in_checkpoint(checkpoints: dict[str, Path]) -> None:
     assert names == ["model.json", "model.onnx", "model.safetensors"]
     size = sum(p.stat().st_size for p in checkpoints["resmax"].iterdir())
     assert size < 5_000_000
+
+
+def test_onnx_cpu_engine_scores_big_batches_in_small_runs(checkpoints: dict[str, Path]) -> None:
+    """ORT's arena keeps the high-water mark of the largest run: a 16-window batch runs as 4+4+4+4."""
+    from engines.backends.onnx_backend import CPU_RUN_BATCH
+
+    e = engines.load(checkpoints["specrnet"], engine="onnx", max_batch=16)
+    runs: list[int] = []
+    real_run = e.session.run
+
+    def counting_run(names, feeds):
+        runs.append(len(feeds["waveform"]))
+        return real_run(names, feeds)
+
+    e.session.run = counting_run
+    x = _windows(10)
+    together = e.score(x)
+    assert runs == [CPU_RUN_BATCH, CPU_RUN_BATCH, 10 - 2 * CPU_RUN_BATCH]
+    one_by_one = np.concatenate([e.score(x[i : i + 1]) for i in range(10)])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert e.info()["run_batch"] == CPU_RUN_BATCH and e.info()["max_batch"] == 16
+
+    runs.clear()
+    e.warm_up(2)  # two concurrent full runs, as the batcher's parallel workers will make
+    assert runs == [CPU_RUN_BATCH, CPU_RUN_BATCH]

@@ -15,6 +15,11 @@ from engines.engine import Engine
 from engines.errors import EngineError
 
 INPUT_NAME = "waveform"
+# Most windows per session.run. On the CPU, ms per window is flat from 1 to 16 windows per run
+# with one intra-op thread and from 4 up with two (SpecRNet, fp32 and int8, measured on the 2-core
+# VM), while ORT's arena keeps the high-water mark of the largest run for good: ~17 MB per float32
+# SpecRNet window, so a 64-window run would pin ~1 GB. Larger batches are scored in runs of this size.
+CPU_RUN_BATCH = 4
 
 
 class OnnxEngine(Engine):
@@ -38,6 +43,11 @@ class OnnxEngine(Engine):
         # convolutions to the SIMD block and measured 1.5x slower for the largest one (tools/bench.py).
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Without memory patterns each tensor comes from the arena on its own and freed chunks are
+        # reused across batch sizes; with them, every new input shape (and two concurrent runs)
+        # wanted its own large block and the arena kept growing (a 50-stream soak: +111 MB in
+        # 30 min). No speed cost measured for SpecRNet fp32 or int8 at 1 and 4 windows per run.
+        opts.enable_mem_pattern = False
         available = ort.get_available_providers()
         wanted = providers or ["CPUExecutionProvider"]
         chosen = [p for p in wanted if p in available]
@@ -54,6 +64,8 @@ class OnnxEngine(Engine):
             raise EngineError(f"{path}: expected one input '{INPUT_NAME}' [batch, {self.window_samples}], got {shape}")
         self.threads = threads
         self.device = "cpu" if chosen[0] == "CPUExecutionProvider" else chosen[0]
+        if self.device == "cpu":
+            self.run_batch = min(max_batch, CPU_RUN_BATCH)
         self._version = ort.__version__
 
     def _model_path(self, folder: Path, config: ModelConfig) -> Path:
