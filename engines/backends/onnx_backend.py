@@ -44,9 +44,10 @@ class OnnxEngine(Engine):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Without memory patterns each tensor comes from the arena on its own and freed chunks are
-        # reused across batch sizes; with them, every new input shape (and two concurrent runs)
-        # wanted its own large block and the arena kept growing (a 50-stream soak: +111 MB in
-        # 30 min). No speed cost measured for SpecRNet fp32 or int8 at 1 and 4 windows per run.
+        # reused across batch sizes; with them, each input shape and each concurrent run wants its
+        # own large block: two threads running 1..4 windows climbed 143 -> 213 MB after warm-up with
+        # patterns, 149 -> 163 MB without. No speed cost measured (SpecRNet fp32 and int8, 1 and 4
+        # windows per run).
         opts.enable_mem_pattern = False
         available = ort.get_available_providers()
         wanted = providers or ["CPUExecutionProvider"]
