@@ -16,9 +16,18 @@ import pytest
 import soundfile as sf
 
 from training.synth.__main__ import main as synth_main
-from training.synth.audio import SAMPLE_RATE, active_level_db, frame_db, load_audio, speech_bounds, trim_edges
+from training.synth.audio import (
+    SAMPLE_RATE,
+    active_level_db,
+    frame_db,
+    load_audio,
+    round_trip,
+    speech_bounds,
+    trim_edges,
+)
 from training.synth.base import SynthInput, generator_names, make_generator
 from training.synth.channel import CHANNELS, apply_channel, unavailable_reason
+from training.synth.neural_vocoder import mel_distance
 from training.synth.corpus import (
     BuildOptions,
     CorpusError,
@@ -79,7 +88,7 @@ def speech() -> np.ndarray:
 
 
 def _options(sources: Path, out: Path, **kw: object) -> BuildOptions:
-    defaults: dict[str, object] = dict(generators=FAST, heldout=("griffinlim",), progress=False,
+    defaults: dict[str, object] = dict(generators=FAST, heldout=("griffinlim",), progress=False, shares={"*": 1.0},
                                        prompts=PROMPTS)
     defaults.update(kw)
     return BuildOptions(source=sources, out=out, **defaults)  # type: ignore[arg-type]
@@ -193,7 +202,7 @@ def test_split_is_a_stable_speaker_hash() -> None:
 
 
 def test_full_plan_is_speaker_disjoint_with_heldout_only_in_eval(tmp_path: Path) -> None:
-    opts = BuildOptions(source=MANIFEST, out=tmp_path, progress=False, prompts=PROMPTS)
+    opts = BuildOptions(source=MANIFEST, out=tmp_path, progress=False, prompts=PROMPTS, heldout=("festival", "mlsa"))
     gens = resolve_generators(opts)
     tasks = plan(opts, read_source(MANIFEST), gens, load_prompts(PROMPTS))
     splits_of: dict[str, set[str]] = defaultdict(set)
@@ -212,6 +221,56 @@ def test_full_plan_is_speaker_disjoint_with_heldout_only_in_eval(tmp_path: Path)
     # TTS prompts are matched to the utterance's length.
     tts = [t for t in tasks if t.prompt is not None]
     assert tts and all(len(t.prompt or "") >= 20 for t in tts)
+
+
+def test_default_plan_has_every_family_in_every_split_on_a_share_of_utterances(tmp_path: Path) -> None:
+    opts = BuildOptions(source=MANIFEST, out=tmp_path, progress=False, prompts=PROMPTS)
+    gens = resolve_generators(opts)
+    utterances = read_source(MANIFEST)
+    tasks = plan(opts, utterances, gens, load_prompts(PROMPTS))
+    by_gen: dict[str, set[str]] = defaultdict(set)
+    splits: dict[str, set[str]] = defaultdict(set)
+    for t in tasks:
+        by_gen[t.generator].add(t.utterance.key)
+        splits[t.generator].add(t.split)
+    assert by_gen["bonafide"] == {u.key for u in utterances}  # every utterance has its bona fide copy
+    for g in gens:
+        assert splits[g] == {"train", "dev", "eval"}, g
+        assert 0.4 < len(by_gen[g]) / len(utterances) < 0.6, g  # the default share, 0.5
+    assert by_gen["hifigan-universal"] != by_gen["hifigan-lj"]  # a different draw per generator
+    every = plan(BuildOptions(source=MANIFEST, out=tmp_path, progress=False, prompts=PROMPTS, shares={"*": 1.0}),
+                 utterances, ["world"], None)
+    assert len(every) == 2 * len(utterances)
+
+
+def test_round_trip_gives_the_22k_band_edge_and_keeps_the_band() -> None:
+    noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2).astype(np.float32) * 0.1
+    y = round_trip(noise, 22050)
+    assert y.size == noise.size
+
+    def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+        spec = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+        f = np.fft.rfftfreq(x.size, 1 / SAMPLE_RATE)
+        return float(10 * np.log10(spec[(f >= lo) & (f < hi)].mean()))
+
+    assert abs(band_db(y, 300, 6000) - band_db(noise, 300, 6000)) < 0.2  # the speech band is untouched
+    assert band_db(y, 7950, 8000) < band_db(noise, 7950, 8000) - 6  # the resampler's edge is there
+
+
+@pytest.mark.parametrize("name", ["hifigan-universal", "hifigan-lj", "hifigan-16k"])
+def test_neural_vocoder_copy_synthesis_is_close_and_level_matched(name: str, speech: np.ndarray) -> None:
+    gen = make_generator(name)
+    reason = gen.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    y = gen(SynthInput(rng=np.random.default_rng(0), audio=speech))
+    assert y.size == speech.size
+    assert abs(active_level_db(y) - active_level_db(speech)) < 0.5
+    # The vocoder reproduces the speech (a wrong mel recipe gives > 0.6 nats, see the fit tool);
+    # the same speech with its spectrum tilted is farther away than the copy.
+    close = mel_distance(speech, y)
+    assert close < 0.5, f"{name}: reference log-mel distance {close:.3f}"
+    assert mel_distance(speech, np.diff(speech, prepend=0.0).astype(np.float32) * 4) > close
 
 
 def test_prompt_length_follows_duration() -> None:
@@ -336,7 +395,8 @@ def test_cli_list_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 def test_cli_builds(sources: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = synth_main(["--source", str(sources), "--out", str(tmp_path), "--generators", "world",
-                       "--heldout", "none", "--channel-copies", "0", "--limit", "2", "--no-progress"])
+                       "--heldout", "none", "--share", "*=1", "--channel-copies", "0", "--limit", "2",
+                       "--no-progress"])
     assert code == 0
     assert "4 written" in capsys.readouterr().out
     assert len(read_manifest(tmp_path / "manifest.csv")) == 4

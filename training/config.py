@@ -9,9 +9,10 @@ from typing import Any
 
 from training.augment import AugmentConfig
 
-__all__ = ["TrainConfig", "SCHEDULERS", "BALANCING", "AMP_MODES", "DEVICES"]
+__all__ = ["TrainConfig", "SCHEDULERS", "SELECTION", "BALANCING", "AMP_MODES", "DEVICES"]
 
 SCHEDULERS = ("cosine", "plateau")
+SELECTION = ("dev", "last")
 BALANCING = ("pos_weight", "sampler", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("cpu", "cuda")
@@ -25,11 +26,19 @@ class TrainConfig:
     ``sampler`` draws each class equally often (with replacement). ``amp`` applies to CUDA only:
     ``auto`` is bf16 where the GPU supports it, else fp16 with loss scaling; the front end stays
     float32 either way.
+
+    Selection: ``dev`` keeps the epoch with the lowest dev EER and stops early after ``patience``
+    epochs without a better one; ``last`` keeps the last epoch and runs them all (the epoch count
+    chosen by the leave-families-out protocol, where in-domain dev EER is a poor guide).
+    ``monitor_manifest`` (rows with a label, e.g. unseen families' dev items with bona fide dev)
+    is scored every epoch and recorded in the history as ``monitor_eer``; it never steers training.
     """
 
     manifest: str = ""
     out: str = ""
     dev_manifest: str | None = None
+    monitor_manifest: str | None = None
+    select: str = "dev"
     arch: str = "specrnet"
     arch_params: dict[str, Any] = field(default_factory=dict)
     epochs: int = 30
@@ -62,7 +71,7 @@ class TrainConfig:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig.from_dict(self.augment)
         for name, accepted in (("scheduler", SCHEDULERS), ("balance", BALANCING), ("amp", AMP_MODES),
-                               ("device", DEVICES)):
+                               ("device", DEVICES), ("select", SELECTION)):
             value = getattr(self, name)
             if value not in accepted:
                 raise ValueError(f"{name} {value!r} is not supported; accepted: {', '.join(accepted)}")

@@ -29,7 +29,7 @@ import numpy as np
 
 from engines.errors import EngineError, MissingExtraError
 from training.augment import AugmentConfig, Augmenter
-from training.config import AMP_MODES, BALANCING, DEVICES, SCHEDULERS, TrainConfig
+from training.config import AMP_MODES, BALANCING, DEVICES, SCHEDULERS, SELECTION, TrainConfig
 from training.metrics import compute_auc, compute_min_dcf, eer_from_spoof_scores, spoof_mask
 
 __all__ = ["TrainResult", "train", "main", "threshold_from_logit"]
@@ -143,6 +143,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     dev_ds = DevWindows(split.dev, cfg.window_samples, cfg.sample_rate)
     dev_dl = DataLoader(dev_ds, batch_size=cfg.batch_size, shuffle=False, **loader_kw)
     dev_labels = np.asarray(dev_ds.labels)
+    monitor_dl, monitor_labels = None, None
+    if cfg.monitor_manifest:
+        from training.datasets import load_manifest
+
+        monitor_ds = DevWindows(load_manifest(cfg.monitor_manifest), cfg.window_samples, cfg.sample_rate)
+        monitor_dl = DataLoader(monitor_ds, batch_size=cfg.batch_size, shuffle=False, **loader_kw)
+        monitor_labels = np.asarray(monitor_ds.labels)
+        training_data["monitor_manifest"] = str(Path(cfg.monitor_manifest).resolve())
 
     det = build_detector(cfg.arch, **cfg.arch_params).to(device)
     # No weight decay on norms and biases (1-D tensors): decaying a BatchNorm scale only fights it.
@@ -173,11 +181,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         if cfg.progress:
             tqdm.write(msg, file=sys.stderr)
 
-    def score_dev() -> np.ndarray:
+    def score(loader: DataLoader) -> np.ndarray:
         det.eval()
         parts = []
         with torch.no_grad():
-            for wave, _ in dev_dl:
+            for wave, _ in loader:
                 feats = det.frontend(wave.to(device, non_blocking=True))
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     parts.append(det.network(feats).float().cpu().numpy())
@@ -226,7 +234,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 break
         bar.close()
 
-        logits = score_dev()
+        logits = score(dev_dl)
         eer, thr_logit = eer_from_spoof_scores(dev_labels, logits)
         mask = spoof_mask(dev_labels)
         min_dcf, _ = compute_min_dcf(-logits[~mask], -logits[mask])
@@ -234,8 +242,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
                   "dev_eer": eer, "dev_min_dcf": min_dcf, "dev_auc": auc, "lr": lr,
                   "steps": len(losses), "seconds": round(time.monotonic() - t_epoch, 2), "partial": timed_out}
+        if monitor_dl is not None:
+            record["monitor_eer"] = eer_from_spoof_scores(monitor_labels, score(monitor_dl))[0]
         state.history.append(record)
-        improved = state.best_eer is None or eer < state.best_eer - 1e-12
+        improved = cfg.select == "last" or state.best_eer is None or eer < state.best_eer - 1e-12
         if improved:
             state.best_eer, state.best_epoch, state.bad_epochs = eer, epoch + 1, 0
             save_checkpoint(
@@ -255,12 +265,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         state.scaler = scaler.state_dict() if scaler.is_enabled() else None
         save_state(out / LAST, det, opt, state)
         (out / "history.json").write_text(json.dumps(state.history, indent=2) + "\n", encoding="utf-8")
+        monitored = f"  monitor EER {100 * record['monitor_eer']:.2f}%" if "monitor_eer" in record else ""
         log(f"epoch {epoch + 1}: loss {np.mean(losses) if losses else float('nan'):.4f}  dev EER "
-            f"{100 * eer:.2f}%  minDCF {min_dcf:.4f}  AUC {auc:.4f}{'  (best)' if improved else ''}")
+            f"{100 * eer:.2f}%  minDCF {min_dcf:.4f}  AUC {auc:.4f}{monitored}{'  (kept)' if improved else ''}")
         if timed_out:
             stop_reason = "time_limit"
             break
-        if state.bad_epochs >= cfg.patience:
+        if cfg.select == "dev" and state.bad_epochs >= cfg.patience:
             stop_reason = "early_stop"
             break
 
@@ -287,6 +298,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TrainConfig as JSON; command-line options override it")
     p.add_argument("--manifest", help="CSV path,label[,speaker,attack,source,split]")
     p.add_argument("--dev-manifest", help="dev CSV (needed when the manifest has no split column)")
+    p.add_argument("--monitor-manifest", help="labelled CSV scored every epoch (e.g. unseen families), recorded only")
+    p.add_argument("--select", choices=SELECTION, help="keep the best dev epoch (dev, default) or the last (last)")
     p.add_argument("--arch", help="architecture (default specrnet)")
     p.add_argument("--arch-params", type=json.loads, help='JSON object, e.g. \'{"se": true}\'')
     p.add_argument("--out", help="output folder (best/, last/, history.json)")
@@ -315,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     args = _parser().parse_args(argv)
     base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
-    names = {"manifest", "dev_manifest", "arch", "arch_params", "out", "epochs", "batch_size", "lr", "weight_decay",
+    names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "out", "epochs", "batch_size", "lr", "weight_decay",
              "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume",
              "train_fraction"}
     for name in names:

@@ -10,22 +10,24 @@ from pathlib import Path
 from .base import GeneratorUnavailable, UnknownGeneratorError, generator_names, make_generator
 from .channel import CHANNELS, UnknownChannelError
 from .channel import unavailable_reason as channel_unavailable_reason
-from .corpus import DEFAULT_HELDOUT, BuildOptions, CorpusError, build
+from .corpus import DEFAULT_HELDOUT, DEFAULT_SHARES, BuildOptions, CorpusError, build
 
 DESCRIPTION = """\
 Build a labelled bona fide / spoof corpus from genuine speech.
 
 For every source utterance the builder writes a re-encoded bona fide copy and
-one spoof per generator: vocoders (world, mlsa, griffinlim) resynthesize the
-utterance itself; TTS generators (piper, espeak, flite, festival) speak an
-LJ Speech prompt of about the same length. Every item, of either class, is
-DC-removed, trimmed to speech with random margins, normalized to a random
-level around --target-db and given a faint noise floor, and --channel-copies
-coded variants (tel8k, mulaw, mp3, opus) are added, so that level, silence and
-channel are no shortcut.
+spoofs from a seeded --share of the generators: vocoders (world, mlsa,
+griffinlim) and the pretrained neural vocoders (hifigan-universal, hifigan-lj,
+hifigan-16k: copy-synthesis) resynthesize the utterance itself; TTS generators (piper, espeak, flite, festival) speak an LJ Speech
+prompt of about the same length. Every item, of either class, passes once
+through --chain-rate, is DC-removed, trimmed to speech with random margins,
+normalized to a random level around --target-db and given a faint noise
+floor, and --channel-copies coded variants (tel8k, mulaw, mp3, opus) are
+added, so that sample rate, level, silence and channel are no shortcut.
 
-Splits are speaker-disjoint (hash of the speaker id); --heldout families are
-rendered for eval speakers only, as unseen attacks. Output: 16 kHz mono FLAC
+Splits are speaker-disjoint (hash of the speaker id); every family is in every
+split (unseen-attack numbers come from python -m training.generalization);
+--heldout families are rendered for eval speakers only. Output: 16 kHz mono FLAC
 under OUT/SPLIT/ATTACK/ and OUT/manifest.csv with the columns
 path,label,speaker,attack,source,split. Re-running the same command resumes:
 valid files are kept, only missing ones are made. Items that fail are logged,
@@ -43,6 +45,28 @@ def _names(text: str) -> tuple[str, ...]:
     if text.strip().lower() in ("", "none"):
         return ()
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _shares(text: str) -> dict[str, float]:
+    shares = dict(DEFAULT_SHARES)
+    for part in _names(text):
+        name, sep, value = part.partition("=")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected NAME=SHARE pairs such as hifigan-lj=0.5, got {part!r}")
+    return shares
+
+
+def _rate(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sample rate in Hz such as 22050, or none; got {text!r}") from None
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -78,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", type=_names, default=DEFAULT_HELDOUT, metavar="A,B",
                    help=f"generators rendered for eval speakers only (default: {','.join(DEFAULT_HELDOUT)}; "
                    "'none' for no unseen attacks)")
+    p.add_argument("--share", type=_shares, default=dict(DEFAULT_SHARES), metavar="NAME=F,...",
+                   help="render each generator for a seeded share F of the utterances, a different draw per "
+                   "generator; '*' names all others (default: "
+                   + ",".join(f"{k}={v:g}" for k, v in DEFAULT_SHARES.items()) + "; e.g. '*=1' for every one)")
+    p.add_argument("--chain-rate", type=_rate, default=22050, metavar="HZ",
+                   help="every item passes once through this rate on its way to 16 kHz, so the resampler's "
+                   "band edge marks no class (default 22050; 'none': off)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only N source utterances (a fixed pseudo-random choice)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed; every item derives its own (default 0)")
@@ -109,10 +140,10 @@ def list_status() -> None:
     for name in generator_names():
         gen = make_generator(name)
         reason = gen.unavailable_reason()
-        print(f"{name:<11} {gen.family:<11} {'ok' if reason is None else 'missing: ' + reason}")
+        print(f"{name:<17} {gen.family:<14} {'ok' if reason is None else 'missing: ' + reason}")
     for name in CHANNELS:
         reason = channel_unavailable_reason(name)
-        print(f"{name:<11} {'channel':<11} {'ok' if reason is None else 'missing: ' + reason}")
+        print(f"{name:<17} {'channel':<14} {'ok' if reason is None else 'missing: ' + reason}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = BuildOptions(
             source=args.source, out=args.out, generators=args.generators, heldout=args.heldout,
-            limit=args.limit, seed=args.seed, workers=args.workers, channels=args.channels,
+            limit=args.limit, shares=args.share, chain_rate=args.chain_rate, seed=args.seed, workers=args.workers, channels=args.channels,
             channel_copies=args.channel_copies, split_ratios=args.split, target_db=args.target_db,
             level_jitter_db=args.level_jitter_db, noise_floor_db=args.noise_floor_db,
             max_seconds=args.max_seconds, prompts=args.prompts,

@@ -36,6 +36,12 @@ def to_mono_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def round_trip(x: np.ndarray, via_rate: int) -> np.ndarray:
+    """Resample 16 kHz -> ``via_rate`` -> 16 kHz: the band edge a 22.05 kHz vocoder's output gets."""
+    up = soxr.resample(x, SAMPLE_RATE, via_rate, quality="HQ")
+    return fit_length(soxr.resample(up, via_rate, SAMPLE_RATE, quality="HQ").astype(np.float32), x.size)
+
+
 def load_audio(path: str | Path, max_seconds: float | None = None) -> np.ndarray:
     """Read any libsndfile format as mono 16 kHz float32, optionally cut to ``max_seconds``."""
     try:

@@ -39,8 +39,11 @@ class SynthInput:
 
 class Generator(Protocol):
     name: ClassVar[str]
-    family: ClassVar[str]  # "vocoder" | "neural-tts" | "rule-tts": for reports
+    family: ClassVar[str]  # "vocoder" | "neural-vocoder" | "neural-tts" | "rule-tts": for reports
     needs: ClassVar[Needs]
+    # The rate the generator synthesizes at, before conversion to 16 kHz: the corpus builder
+    # gives every item one pass through the same resampling chain, whatever its native rate.
+    native_rate: ClassVar[int]
 
     def unavailable_reason(self) -> str | None:
         """None when usable here, else one line naming what to install."""
@@ -64,7 +67,7 @@ def register(cls: type[GeneratorT]) -> type[GeneratorT]:
 def _load_all() -> None:
     # Importing the modules runs their @register; the heavy libraries they wrap
     # (pyworld, pysptk, piper) are imported lazily inside them.
-    from . import griffinlim, mlsa, piper_tts, tts_cli, world  # noqa: F401
+    from . import griffinlim, mlsa, neural_vocoder, piper_tts, tts_cli, world  # noqa: F401
 
 
 def generator_names() -> list[str]:

@@ -75,6 +75,7 @@ class GriffinLimOptions:
 class GriffinLim:
     name: ClassVar[str] = "griffinlim"
     family: ClassVar[str] = "vocoder"
+    native_rate: ClassVar[int] = SAMPLE_RATE
     needs: ClassVar[Needs] = "audio"
     options: GriffinLimOptions = field(default_factory=GriffinLimOptions)
 

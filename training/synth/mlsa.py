@@ -50,6 +50,7 @@ class MlsaOptions:
 class Mlsa:
     name: ClassVar[str] = "mlsa"
     family: ClassVar[str] = "vocoder"
+    native_rate: ClassVar[int] = SAMPLE_RATE
     needs: ClassVar[Needs] = "audio"
     options: MlsaOptions = field(default_factory=MlsaOptions)
 

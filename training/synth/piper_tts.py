@@ -141,6 +141,7 @@ def shared_model(threads: int = 1) -> PiperModel:
 class Piper:
     name: ClassVar[str] = "piper"
     family: ClassVar[str] = "neural-tts"
+    native_rate: ClassVar[int] = 22050  # en_US-joe-medium
     needs: ClassVar[Needs] = "text"
     options: PiperOptions = field(default_factory=PiperOptions)
 

@@ -69,6 +69,7 @@ class Espeak(CliTts):
     name: ClassVar[str] = "espeak"
     binary: ClassVar[str] = "espeak-ng"
     apt_package: ClassVar[str] = "espeak-ng"
+    native_rate: ClassVar[int] = 22050
     variants: tuple[str, ...] = ("", "m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4")
     speed_wpm: tuple[int, int] = (140, 185)
     pitch: tuple[int, int] = (30, 70)
@@ -88,6 +89,7 @@ class Flite(CliTts):
     name: ClassVar[str] = "flite"
     binary: ClassVar[str] = "flite"
     apt_package: ClassVar[str] = "flite"
+    native_rate: ClassVar[int] = 16000  # every voice listed below
     # "kal" is left out: it is 8 kHz, and a band limit unique to one attack is a shortcut.
     voices: tuple[str, ...] = ("kal16", "awb", "rms", "slt")
     stretch: tuple[float, float] = (0.9, 1.15)
@@ -105,6 +107,7 @@ class Festival(CliTts):
     name: ClassVar[str] = "festival"
     binary: ClassVar[str] = "text2wave"  # festival's own batch front end
     apt_package: ClassVar[str] = "festival"
+    native_rate: ClassVar[int] = 16000  # kallpc16k
     stretch: tuple[float, float] = (0.9, 1.15)
 
     def unavailable_reason(self) -> str | None:

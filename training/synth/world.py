@@ -31,6 +31,7 @@ class WorldOptions:
 class World:
     name: ClassVar[str] = "world"
     family: ClassVar[str] = "vocoder"
+    native_rate: ClassVar[int] = SAMPLE_RATE
     needs: ClassVar[Needs] = "audio"
     options: WorldOptions = field(default_factory=WorldOptions)
 
