@@ -42,14 +42,25 @@ def test_int8_scores_track_float32(int8_checkpoints: dict[str, Path], arch: str)
     assert (int8.name, int8.info()["precision"], fp32.info()["precision"]) == ("onnx-int8", "int8", "fp32")
     z32, z8 = fp32.logits(x), int8.logits(x)
     assert np.ptp(z32) > 0.01, "the random-init model's logits should depend on the input"
-    # Random-init logits sit near 0 with a small spread (0.02 SpecRNet, 0.12 ResMax), so the error
-    # is judged against that spread. Measured here: correlation 0.998 / 0.995, max |dz| 5.6% / 5.3%
-    # of the spread. Quantizing the front end as well gave 0.983 / -0.10 and 19% / 77%; calibrating
-    # without the quieter gains let ResMax's quiet windows saturate: 0.967 and 22%.
+    # Random-init logits sit near 0 with a small spread (0.02 SpecRNet, 0.12 ResMax), so only the
+    # ranking is judged here (the size of the error against such a spread moved from 6% to 29%
+    # between ONNX Runtime 1.31 and 1.32); trained models are held to tighter bounds below.
+    # Quantizing the front end as well gave correlations of 0.983 / -0.10.
     assert np.corrcoef(z32, z8)[0, 1] > 0.95
-    assert np.abs(z32 - z8).max() < 0.15 * np.ptp(z32)
-    # Measured max |dp| 0.0003 / 0.0016 (p is near 0.5 here); trained models: README, int8.
+    # Measured max |dp| 0.0003 / 0.0016 (p is near 0.5 here).
     assert np.abs(fp32.score(x) - int8.score(x)).max() < 0.01
+
+
+@pytest.mark.parametrize("arch", ["specrnet", "resmax"])
+def test_shipped_int8_models_track_float32(arch: str) -> None:
+    x = _speech_windows()
+    fp32, int8 = engines.load(arch, engine="onnx"), engines.load(arch, engine="onnx-int8", max_batch=5)
+    z32, z8 = fp32.logits(x), int8.logits(x)
+    # Measured with ONNX Runtime 1.32 on the previously shipped weights: correlation 0.9996 / 0.9991,
+    # max |dz| 2.7% / 5.3% of the logit spread, max |dp| 0.010 / 0.006.
+    assert np.corrcoef(z32, z8)[0, 1] > 0.99
+    assert np.abs(z32 - z8).max() < 0.1 * np.ptp(z32)
+    assert np.abs(fp32.score(x) - int8.score(x)).max() < 0.03
 
 
 def _with_log_output(path: Path) -> tuple[object, str]:
