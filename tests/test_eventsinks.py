@@ -220,4 +220,4 @@ def test_server_writes_every_event_to_the_shared_store(checkpoints, store: Store
         assert server.stop() == 0
     assert [e.type for e in got] == ["ready", *["score"] * 5, "summary"]  # 6 s: windows at 0, 0.5, .. 2 s
     assert store.events() == got[1:]
-    assert health["failed"] == 0 and health["dropped"] == 0
+    assert health["failed"] == 0 and health["dropped"] == 0 and health["available"] is True
