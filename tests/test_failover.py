@@ -107,7 +107,7 @@ def test_sigterm_behind_haproxy_every_stream_finishes_on_the_survivor(checkpoint
     haproxy = None
     try:
         haproxy = HAProxy({name: s.port for name, s in servers.items()})
-        wait_until("both servers UP", lambda: all(s == "UP" for s in haproxy.server_states().values()))
+        haproxy.wait_all_up()
         audio = [s16(np.resize(speech(SECONDS, i % 2), int(16000 * SECONDS))) for i in range(STREAMS)]
         calls = [Call(f"call-{i:02d}", audio[i]) for i in range(STREAMS)]
 
