@@ -38,7 +38,10 @@ __all__ = ["PostgresEventLog", "PG_SCHEMA", "PG_TABLE", "PG_PREFIXES"]
 
 PG_PREFIXES = ("postgresql://", "postgres://")
 PG_TABLE = "detector_events"
+# The advisory lock serialises replicas that start at once: concurrent CREATE ... IF NOT EXISTS
+# of the same table can still fail on PostgreSQL's catalog (a unique violation on pg_type).
 PG_SCHEMA = f"""
+SELECT pg_advisory_xact_lock(hashtext('{PG_TABLE}'));
 CREATE TABLE IF NOT EXISTS {PG_TABLE} (
     id bigserial PRIMARY KEY,
     uid text NOT NULL UNIQUE,

@@ -108,6 +108,7 @@ class RedisEventLog(EventLog):
         try:  # at start-up, an unreachable or wrong server is an error, like a bad path
             self._connect().ping()
         except redis.RedisError as e:
+            self._drop_client()
             raise EventLogError(f"--events {self.redis_target.display()}: cannot use Redis ({e})") from None
         super().__init__(self.redis_target.display(), options)
 

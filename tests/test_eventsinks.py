@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -221,3 +222,18 @@ def test_server_writes_every_event_to_the_shared_store(checkpoints, store: Store
     assert [e.type for e in got] == ["ready", *["score"] * 5, "summary"]  # 6 s: windows at 0, 0.5, .. 2 s
     assert store.events() == got[1:]
     assert health["failed"] == 0 and health["dropped"] == 0 and health["available"] is True
+
+
+def test_replicas_starting_at_once_share_one_postgres_table(pg_server: PostgresServer) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_server.url) as conn:
+        conn.execute("DROP TABLE IF EXISTS detector_events")
+    with ThreadPoolExecutor(6) as pool:  # six servers creating the schema at the same moment
+        logs = list(pool.map(lambda _: open_event_log(pg_server.url), range(6)))
+    for i, log in enumerate(logs):
+        log(summary(f"r{i}", 0))
+        log.close()
+    with psycopg.connect(pg_server.url) as conn:
+        streams = sorted(r[0] for r in conn.execute("SELECT stream FROM detector_events"))
+    assert streams == [f"r{i}" for i in range(6)]
