@@ -144,6 +144,7 @@ class EventLog:
         self._held = 0  # events of the batch being retried (counted in stats().queued)
         self._last_unavailable_warning = -float("inf")  # writer thread only
         self._stop = threading.Event()  # set by close(): cuts a reconnection backoff short
+        self._give_up_at: float | None = None  # after close(): when an unreachable store is given up on
         # Unique across processes and restarts: lets a store skip a batch it already committed.
         self._uid_prefix = uuid.uuid4().hex[:16]
         self._uids = itertools.count()
@@ -248,23 +249,22 @@ class EventLog:
     def _commit(self, batch: list[Event]) -> bool:
         """Write one batch, retrying while the store is unreachable; False if it was not written."""
         delay, retried = 0.05, False
-        give_up_at: float | None = None
         while True:
             try:
                 self._write(batch)
             except SinkUnavailable as e:
                 now = time.monotonic()
-                if self._stop.is_set():  # closing: retry for at most close_timeout_s
-                    if give_up_at is None:
-                        give_up_at = now + self.options.close_timeout_s
-                    if now >= give_up_at:
+                if self._stop.is_set():  # closing: retry for at most close_timeout_s, all batches together
+                    if self._give_up_at is None:
+                        self._give_up_at = now + self.options.close_timeout_s
+                    if now >= self._give_up_at:
                         return self._lost(batch, e)
                 self._unavailable(batch, e)
                 retried = True
-                if give_up_at is None:
+                if self._give_up_at is None:
                     self._stop.wait(delay)  # close() cuts the backoff short
                 else:
-                    time.sleep(min(delay, give_up_at - now))
+                    time.sleep(min(delay, self._give_up_at - now))
                 delay = min(2 * delay, self.options.retry_max_s)
                 continue
             except self._errors as e:  # this batch cannot be written (full disk, a rejected row)

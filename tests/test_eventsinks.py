@@ -81,11 +81,16 @@ def pg_server() -> Iterator[PostgresServer]:
     server.close()
 
 
+def ensure_running(server: RedisServer | PostgresServer) -> RedisServer | PostgresServer:
+    """The module's server, started again if an earlier test crashed it on purpose."""
+    if server.proc is None or server.proc.poll() is not None:
+        server.start()
+    return server
+
+
 @pytest.fixture(params=["redis", "postgresql"])
 def store(request, tmp_path) -> Store:
-    server = request.getfixturevalue("redis_server" if request.param == "redis" else "pg_server")
-    if server.proc is None or server.proc.poll() is not None:  # a failed test left it down
-        server.start()
+    server = ensure_running(request.getfixturevalue("redis_server" if request.param == "redis" else "pg_server"))
     if request.param == "postgresql":
         import psycopg
 
@@ -131,6 +136,7 @@ def test_redis_stream_is_capped(redis_server: RedisServer) -> None:
     import redis
 
     key = "capped"
+    ensure_running(redis_server)
     with open_event_log(f"{redis_server.url}/{key}?maxlen=100") as log:
         for seq in range(1000):
             log(score("a", seq))
@@ -227,6 +233,7 @@ def test_server_writes_every_event_to_the_shared_store(checkpoints, store: Store
 def test_replicas_starting_at_once_share_one_postgres_table(pg_server: PostgresServer) -> None:
     import psycopg
 
+    ensure_running(pg_server)
     with psycopg.connect(pg_server.url) as conn:
         conn.execute("DROP TABLE IF EXISTS detector_events")
     with ThreadPoolExecutor(6) as pool:  # six servers creating the schema at the same moment
