@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
-    out.add_argument("--events", metavar="FILE.jsonl|sqlite:PATH", default=None,
-                     help="durable event log: every score, alert, summary and error, appended (see realtime/eventlog.py)")
+    out.add_argument("--events", metavar="FILE.jsonl|sqlite:PATH|redis://HOST:PORT/STREAM|postgresql://...", default=None,
+                     help="durable event log: every score, alert, summary and error, appended (see realtime/eventlog.py);"
+                          " redis:// and postgresql:// are shared by many servers (extra: sinks)")
     out.add_argument("--events-fsync", dest="events_fsync_s", type=float, default=1.0, metavar="SECONDS",
                      help="event log: fsync at most this long after each write (default 1; 0: every batch)")
     out.add_argument("--dashboard", action="store_true",

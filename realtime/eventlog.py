@@ -1,11 +1,13 @@
 """Durable event log: every score, summary and error event on disk, written off the event loop.
 
-    log = open_event_log("events.jsonl")          # or "sqlite:events.db"
+    log = open_event_log("events.jsonl")          # or "sqlite:events.db", "redis://...", "postgresql://..."
     detector = LiveDetector(engine, sinks=[log])  # the log is a sink like any other
     ...
     log.close()                                   # writes what is queued, syncs, closes
 
-CLI: ``--events FILE.jsonl`` or ``--events sqlite:PATH`` (``--events-fsync SECONDS``).
+CLI: ``--events FILE.jsonl``, ``--events sqlite:PATH`` (``--events-fsync SECONDS``), or a store
+shared by many servers: ``--events redis://HOST:PORT/STREAM`` (:mod:`realtime.eventlog_redis`) or
+``--events postgresql://...`` (:mod:`realtime.eventlog_postgres`).
 
 What is recorded: ``score`` events (alerts are score events with ``"alert": true``),
 ``summary`` and ``error`` events, exactly as the clients get them (DESIGN.md section 4);
@@ -34,17 +36,29 @@ never dropped (there are a few per stream, so they cannot grow without bound). A
 cannot be written (disk full, I/O error) is counted as ``failed`` and logged; the writer
 goes on with the next one.
 
+Network stores (Redis, PostgreSQL) can be down for a while (a restart, a failover). Their
+``_write`` raises :class:`SinkUnavailable` then: the writer keeps the batch, reconnects with
+backoff (one warning per ``warn_every_s``) and writes it again, in order, before anything
+newer; meanwhile events queue under the same ``max_queue`` rule, so a long outage ends in
+counted drops, never in unbounded memory. At close, an unreachable store is retried for at
+most ``close_timeout_s``; what is still unwritten then is counted as ``failed`` and logged.
+Every event carries a ``uid`` (this log's random id and a counter) so that a batch whose
+commit was acknowledged but whose acknowledgement was lost is recognised when written again.
+
 The log may trail the clients by the events still queued when the process dies: the clients
 are never made to wait for the disk.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +67,7 @@ from .errors import RealtimeError
 from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent
 
 __all__ = ["EventLog", "EventLogOptions", "EventLogStats", "JsonlEventLog", "SqliteEventLog",
-           "EventLogError", "open_event_log", "SQLITE_PREFIX", "SCHEMA"]
+           "EventLogError", "SinkUnavailable", "open_event_log", "SQLITE_PREFIX", "SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +88,27 @@ CREATE INDEX IF NOT EXISTS events_type ON events (type);
 
 
 class EventLogError(RealtimeError):
-    """An event log that cannot be opened (bad path, not a log, locked database)."""
+    """An event log that cannot be opened (bad path, not a log, locked database, bad URL)."""
+
+
+class SinkUnavailable(Exception):
+    """Raised by ``_write`` when the store cannot be reached: the batch is kept and retried."""
 
 
 @dataclass(frozen=True, slots=True)
 class EventLogOptions:
     fsync_interval_s: float = 1.0  # JSONL: fsync at most this often (0: every batch); SQLite: 0 -> FULL
     max_queue: int = 10_000  # score events waiting for the writer before new ones are dropped
-    warn_every_s: float = 10.0  # at most one "dropped" warning per this many seconds
+    warn_every_s: float = 10.0  # at most one "dropped" / "unavailable" warning per this many seconds
+    close_timeout_s: float = 10.0  # at close, how long an unreachable network store is retried
+    retry_max_s: float = 2.0  # longest wait between reconnection attempts (backoff doubles up to it)
 
     def __post_init__(self) -> None:
         if not 0 <= self.fsync_interval_s <= 3600:
             raise ValueError(f"fsync_interval_s must be 0..3600 seconds, got {self.fsync_interval_s!r}")
+        for name in ("close_timeout_s", "retry_max_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ValueError(f"{name} must be > 0 and <= 3600 seconds, got {getattr(self, name)!r}")
         if isinstance(self.max_queue, bool) or not isinstance(self.max_queue, int) or self.max_queue < 1:
             raise ValueError(f"max_queue must be an integer >= 1, got {self.max_queue!r}")
 
@@ -96,7 +119,9 @@ class EventLogStats:
     batches: int = 0
     dropped: int = 0  # score events dropped on a full queue
     failed: int = 0  # events of batches that could not be written
-    queued: int = 0
+    queued: int = 0  # waiting for the writer, including a batch held while the store is unreachable
+    retries: int = 0  # batches written again after the store was unreachable
+    available: bool = True  # False while a network store cannot be reached
 
 
 class EventLog:
@@ -116,6 +141,14 @@ class EventLog:
         self._last_warning = -float("inf")
         self._closing = False
         self._stats = EventLogStats()
+        self._held = 0  # events of the batch being retried (counted in stats().queued)
+        self._last_unavailable_warning = -float("inf")  # writer thread only
+        self._stop = threading.Event()  # set by close(): cuts a reconnection backoff short
+        self._give_up_at: float | None = None  # after close(): when an unreachable store is given up on
+        # Unique across processes and restarts: lets a store skip a batch it already committed.
+        self._uid_prefix = uuid.uuid4().hex[:16]
+        self._uids = itertools.count()
+        self._batch_uids: tuple[list[Event] | None, list[str]] = (None, [])
         self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
         self._thread.start()
 
@@ -146,15 +179,16 @@ class EventLog:
 
     def stats(self) -> EventLogStats:
         with self._cond:
-            s = EventLogStats(self._stats.written, self._stats.batches, self._stats.dropped,
-                              self._stats.failed, len(self._queue))
-        return s
+            st = self._stats
+            return EventLogStats(st.written, st.batches, st.dropped, st.failed, len(self._queue) + self._held,
+                                 st.retries, st.available)
 
     def close(self) -> None:
         """Write what is queued, sync, close the store (blocks; call it off the event loop)."""
         with self._cond:
             self._closing = True
             self._cond.notify()
+        self._stop.set()
         self._thread.join()
 
     def __enter__(self) -> EventLog:
@@ -194,18 +228,9 @@ class EventLog:
                 if batch is None:
                     break
                 if batch:
-                    try:
-                        self._write(batch)
-                    except (OSError, sqlite3.Error) as e:
-                        with self._cond:
-                            self._stats.failed += len(batch)
-                        log.error("event log %s: %d events not written (%s: %s)", self.target, len(batch),
-                                  type(e).__name__, e)
+                    if not self._commit(batch):
                         continue
                     dirty = True
-                    with self._cond:
-                        self._stats.written += len(batch)
-                        self._stats.batches += 1
                 if dirty and time.monotonic() - last_sync >= interval:
                     self._sync_logged()
                     last_sync, dirty = time.monotonic(), False
@@ -213,6 +238,68 @@ class EventLog:
                 self._sync_logged()
         finally:
             self._close()
+
+    def uids(self, batch: list[Event]) -> list[str]:
+        """Ids for the events of ``batch``, unique across logs and restarts, and the same each
+        time the same batch is retried (writer thread only)."""
+        if self._batch_uids[0] is not batch:
+            self._batch_uids = (batch, [f"{self._uid_prefix}-{next(self._uids)}" for _ in batch])
+        return self._batch_uids[1]
+
+    def _commit(self, batch: list[Event]) -> bool:
+        """Write one batch, retrying while the store is unreachable; False if it was not written."""
+        delay, retried = 0.05, False
+        while True:
+            try:
+                self._write(batch)
+            except SinkUnavailable as e:
+                now = time.monotonic()
+                if self._stop.is_set():  # closing: retry for at most close_timeout_s, all batches together
+                    if self._give_up_at is None:
+                        self._give_up_at = now + self.options.close_timeout_s
+                    if now >= self._give_up_at:
+                        return self._lost(batch, e)
+                self._unavailable(batch, e)
+                retried = True
+                if self._give_up_at is None:
+                    self._stop.wait(delay)  # close() cuts the backoff short
+                else:
+                    time.sleep(min(delay, self._give_up_at - now))
+                delay = min(2 * delay, self.options.retry_max_s)
+                continue
+            except self._errors as e:  # this batch cannot be written (full disk, a rejected row)
+                return self._lost(batch, e)
+            with self._cond:
+                self._held = 0
+                self._stats.written += len(batch)
+                self._stats.batches += 1
+                self._stats.retries += retried
+                back = not self._stats.available
+                self._stats.available = True
+            if back:
+                log.warning("event log %s: store reachable again; the held events are written", self.target)
+            return True
+
+    def _unavailable(self, batch: list[Event], e: SinkUnavailable) -> None:
+        with self._cond:
+            self._held = len(batch)
+            self._stats.available = False
+            queued = len(self._queue)
+        now = time.monotonic()
+        if now - self._last_unavailable_warning >= self.options.warn_every_s:
+            self._last_unavailable_warning = now
+            log.warning("event log %s: store unreachable (%s); %d events waiting, reconnecting",
+                        self.target, e, len(batch) + queued)
+
+    def _lost(self, batch: list[Event], e: BaseException) -> bool:
+        with self._cond:
+            self._held = 0
+            self._stats.failed += len(batch)
+        log.error("event log %s: %d events not written (%s: %s)", self.target, len(batch), type(e).__name__, e)
+        return False
+
+    #: Errors of ``_write`` that lose the batch (counted as failed); others are bugs.
+    _errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
 
     def _sync_logged(self) -> None:
         try:
@@ -324,8 +411,22 @@ class SqliteEventLog(EventLog):
 
 
 def open_event_log(spec: str | Path, options: EventLogOptions | None = None) -> EventLog:
-    """``PATH`` (JSON lines) or ``sqlite:PATH``; raises :class:`EventLogError` if unusable."""
+    """``PATH`` (JSON lines), ``sqlite:PATH``, ``redis://HOST:PORT/STREAM`` or ``postgresql://...``;
+    raises :class:`EventLogError` if unusable."""
     s = str(spec)
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", s)
+    scheme = m.group(1).lower() if m else ""
+    if scheme in ("redis", "rediss"):
+        from .eventlog_redis import RedisEventLog
+
+        return RedisEventLog(s, options)
+    if scheme in ("postgresql", "postgres"):
+        from .eventlog_postgres import PostgresEventLog
+
+        return PostgresEventLog(s, options)
+    if scheme:
+        raise EventLogError(f"--events {scheme}://...: not a known store; accepted: FILE.jsonl, sqlite:PATH, "
+                            "redis://HOST:PORT/STREAM, postgresql://USER@HOST:PORT/DB")
     if s.startswith(SQLITE_PREFIX):
         path = s[len(SQLITE_PREFIX):]
         if not path:

@@ -485,7 +485,7 @@ class DetectorServer:
             if isinstance(sink, EventLog):
                 st = sink.stats()
                 h["event_log"] = {"written": st.written, "queued": st.queued, "dropped": st.dropped,
-                                  "failed": st.failed}
+                                  "failed": st.failed, "available": st.available}
         return h
 
     # -- HTTP side (opening handshake) -----------------------------------------------------

@@ -17,6 +17,15 @@ Measured:
 * mean engine batch and inference busy time (from /healthz).
 A stream is "sustained" when none of its windows was shed and its own p99 is <= 1 s.
 Bounded: at most 1000 streams and 600 s per configuration.
+
+Scale-out: ``--servers 1 2`` runs every configuration against one server, then against two
+servers behind HAProxy (deploy/haproxy/haproxy.cfg, leastconn; apt-get install haproxy), in
+the same run, so the two rows compare directly. ``--cores-per-server K`` pins server i to
+cores [i*K, (i+1)*K) (the load generator and HAProxy run on any core): on a machine with
+enough cores this measures what a second box would add; unpinned, both servers share the
+cores and the row measures only the overhead of the proxy.
+
+    python tools/loadtest.py --engine onnx-int8 --streams 100 150 200 --parallel 2 --servers 1 2 --cores-per-server 2
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,6 +91,7 @@ class Row:
     client_cpu_pct: float
     mean_batch: float
     busy_pct: float
+    servers: int = 1  # 1: clients connect to the server; more: through HAProxy
 
 
 def checkpoint(scratch: Path, int8: bool = False) -> Path:
@@ -122,12 +133,14 @@ class Server:
     """``realtime-detect --input ws`` in a subprocess on a free loopback port; stderr kept drained."""
 
     def __init__(self, model: Path, *, engine: str, threads: int, hop: float, parallel: int, max_batch: int,
-                 max_connections: int, extra: tuple[str, ...] = ()) -> None:
+                 max_connections: int, extra: tuple[str, ...] = (), cpus: list[int] | None = None) -> None:
         self.cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
                     "--model", str(model), "--engine", engine, "--threads", str(threads), "--hop", str(hop),
                     "--parallel", str(parallel), "--max-batch", str(max_batch), "--max-connections",
                     str(max_connections), "--idle-timeout", "60", *extra]
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=pin)
         self.log: list[str] = []
         port: list[int] = []
         ready = threading.Event()
@@ -240,18 +253,32 @@ async def run_clients(port: int, streams: int, pcms: list[bytes]) -> list[Stream
 
 
 def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int, hop: float, seconds: float,
-            max_batch: int, pcms: list[bytes]) -> Row:
-    server = Server(model, engine=engine, threads=threads, hop=hop, parallel=parallel, max_batch=max_batch,
-                    max_connections=streams + 8)
+            max_batch: int, pcms: list[bytes], servers: int = 1, cores_per_server: int = 0) -> Row:
+    from tools.haproxy import HAProxy
+
+    procs: list[Server] = []
+    proxy = None
     try:
-        server.health()
-        cpu0, me0, wall0 = cpu_seconds(server.proc.pid), cpu_seconds(), time.monotonic()
-        results = asyncio.run(run_clients(server.port, streams, pcms))
+        for i in range(servers):
+            cpus = list(range(i * cores_per_server, (i + 1) * cores_per_server)) if cores_per_server else None
+            procs.append(Server(model, engine=engine, threads=threads, hop=hop, parallel=parallel, max_batch=max_batch,
+                                max_connections=streams + 8, cpus=cpus))
+        if servers > 1:
+            proxy = HAProxy({f"s{i}": p.port for i, p in enumerate(procs)})
+            proxy.wait_all_up()
+        port = proxy.port if proxy is not None else procs[0].port
+        for p in procs:
+            p.health()
+        cpu0, me0, wall0 = sum(cpu_seconds(p.proc.pid) for p in procs), cpu_seconds(), time.monotonic()
+        results = asyncio.run(run_clients(port, streams, pcms))
         wall = time.monotonic() - wall0
-        cpu1, me1 = cpu_seconds(server.proc.pid), cpu_seconds()
-        health = server.health()
+        cpu1, me1 = sum(cpu_seconds(p.proc.pid) for p in procs), cpu_seconds()
+        healths = [p.health() for p in procs]
     finally:
-        server.stop()
+        if proxy is not None:
+            proxy.close()
+        for p in procs:
+            p.stop()
     lat = [x for r in results for x in r.latencies_ms]
     srv = [x for r in results for x in r.server_ms]
     sustained = sum(1 for r in results if r.summary and not r.errors and r.shed == 0
@@ -265,11 +292,12 @@ def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int,
                windows_per_s=round(windows / wall, 1),
                p50_ms=pct(lat, 50), p99_ms=pct(lat, 99), max_ms=round(max(lat, default=math.nan), 1),
                server_p50_ms=pct(srv, 50), server_p99_ms=pct(srv, 99),
-               shed=sum(r.shed for r in results), dropped_events=health.get("dropped_events", 0),
+               shed=sum(r.shed for r in results), dropped_events=sum(h.get("dropped_events", 0) for h in healths),
                sustained=sustained, failed=failed,
                server_cpu_pct=round(100 * (cpu1 - cpu0) / wall, 1),
                server_cpu_ms_per_window=round(1000 * (cpu1 - cpu0) / max(1, windows), 2), client_cpu_pct=round(100 * (me1 - me0) / wall, 1),
-               mean_batch=health.get("mean_batch", 0.0), busy_pct=round(100 * health.get("busy_s", 0.0) / wall, 1))
+               mean_batch=round(sum(h.get("mean_batch", 0.0) for h in healths) / len(healths), 2),
+               busy_pct=round(100 * sum(h.get("busy_s", 0.0) for h in healths) / wall, 1), servers=servers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,12 +312,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="engine batch cap (default 16: on the CPU a batch costs the same per window as single "
                          "windows, so a large one only adds latency)")
     ap.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: shipped or random-init SpecRNet)")
+    ap.add_argument("--servers", type=int, nargs="+", default=[1],
+                    help="servers per configuration: 1 direct, more behind HAProxy (e.g. --servers 1 2 compares both)")
+    ap.add_argument("--cores-per-server", type=int, default=0, metavar="K",
+                    help="pin server i to cores i*K..(i+1)*K-1 (default 0: unpinned)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / f"loadtest-{platform.node() or 'host'}.json")
     args = ap.parse_args(argv)
     if any(not 1 <= s <= 1000 for s in args.streams):
         ap.error("--streams: 1..1000 each")
     if not 4.0 < args.seconds <= 600:
         ap.error("--seconds: more than 4 (one window) and at most 600")
+    if any(not 1 <= n <= 8 for n in args.servers):
+        ap.error("--servers: 1..8 each")
+    if args.cores_per_server < 0 or args.cores_per_server * max(args.servers) > len(os.sched_getaffinity(0)):
+        ap.error(f"--cores-per-server {args.cores_per_server}: needs 0..{len(os.sched_getaffinity(0)) // max(args.servers)} "
+                 f"on this machine ({len(os.sched_getaffinity(0))} cores for {max(args.servers)} servers)")
+    if max(args.servers) > 1 and shutil.which("haproxy") is None:
+        ap.error("--servers above 1 needs haproxy (apt-get install haproxy)")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or checkpoint(Path(scratch), int8=args.engine == "onnx-int8")
@@ -297,16 +336,18 @@ def main(argv: list[str] | None = None) -> int:
         for threads in args.threads:
             for parallel in args.parallel:
                 for n in args.streams:
-                    print(f"-- {n} streams, threads {threads}, parallel {parallel}, hop {args.hop} s, "
-                          f"{args.seconds:g} s each", flush=True)
-                    row = run_one(model, args.engine, n, threads, parallel, args.hop, args.seconds, args.max_batch, pcms)
-                    print("   " + json.dumps(asdict(row)), flush=True)
-                    rows.append(row)
-    print("\n| streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
+                    for servers in args.servers:
+                        print(f"-- {n} streams, threads {threads}, parallel {parallel}, hop {args.hop} s, "
+                              f"{args.seconds:g} s each, {servers} server(s)", flush=True)
+                        row = run_one(model, args.engine, n, threads, parallel, args.hop, args.seconds, args.max_batch,
+                                      pcms, servers, args.cores_per_server)
+                        print("   " + json.dumps(asdict(row)), flush=True)
+                        rows.append(row)
+    print("\n| servers | streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
           "| sustained | server CPU % | server CPU ms/window | client CPU % | mean batch | engine busy % |")
-    print("| " + " | ".join(["---"] * 18) + " |")
+    print("| " + " | ".join(["---"] * 19) + " |")
     for r in rows:
-        print(f"| {r.streams} | {r.threads} | {r.parallel} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
+        print(f"| {r.servers} | {r.streams} | {r.threads} | {r.parallel} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
               f"| {r.server_p50_ms} | {r.server_p99_ms} | {r.shed} | {r.sustained}/{r.streams} | {r.server_cpu_pct} | {r.server_cpu_ms_per_window} "
               f"| {r.client_cpu_pct} | {r.mean_batch} | {r.busy_pct} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
