@@ -377,6 +377,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--train-fraction", type=float, help="train each fold on this seeded share of its files "
+                   "(a CPU budget: the matrix then describes the recipe on less data)")
     p.add_argument("--minutes", type=float, help="stop a fold's training after this much wall time in this "
                    "invocation (saved; the same command continues it)")
     p.add_argument("--folds", type=_folds, help="NAME=FAMILY+FAMILY,... (default: " +
@@ -400,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.manifest is None:
             raise ProtocolError("--manifest is required to run the protocol")
         base = TrainConfig.from_json(a.config).to_dict() if a.config else {}
-        for name in ("arch", "arch_params", "epochs", "lr", "batch_size", "seed"):
+        for name in ("arch", "arch_params", "epochs", "lr", "batch_size", "seed", "train_fraction"):
             if getattr(a, name) is not None:
                 base[name] = getattr(a, name)
         if a.minutes is not None:
