@@ -28,6 +28,8 @@ STREAMS = 20
 FRAME = 1600 * 2  # 0.1 s of 16-kHz s16le
 SECONDS = 9.0  # audio per stream: a window (4 s) before the SIGTERM, more after it
 PACE_S = 0.05  # one 0.1-s frame every 50 ms: twice real time
+HOLD_BYTES = int(16000 * 5.0) * 2  # each stream pauses after 5 s of audio until the SIGTERM is sent, so
+# that no stream can finish first however slowly the 20 streams open on a busy machine
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Call:
         return sum(e.type == "score" for _, events in self.connections for e in events)
 
 
-async def run_call(url: str, call: Call) -> None:
+async def run_call(url: str, call: Call, released: asyncio.Event) -> None:
     """Stream ``call.audio``; on close 1001 reconnect (same stream id) and send the rest.
 
     The contract: after 1001 the old server's summary has arrived; audio sent after the cut may
@@ -63,6 +65,8 @@ async def run_call(url: str, call: Call) -> None:
 
             async def send() -> None:
                 while call.sent < len(call.audio):
+                    if call.sent >= HOLD_BYTES:
+                        await released.wait()
                     await ws.send(call.audio[call.sent:call.sent + FRAME])
                     call.sent += FRAME
                     await asyncio.sleep(PACE_S)
@@ -101,7 +105,8 @@ def wait_until(what: str, check, timeout: float = 60.0) -> None:
 def test_sigterm_behind_haproxy_every_stream_finishes_on_the_survivor(checkpoints, tmp_path: Path) -> None:
     logs = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b")}
     with ThreadPoolExecutor(2) as pool:  # both servers start at once
-        futures = {name: pool.submit(ServerProcess, checkpoints["specrnet"], "--hop", "1.0", "--events", str(log))
+        futures = {name: pool.submit(ServerProcess, checkpoints["specrnet"], "--hop", "1.0", "--idle-timeout", "240",
+                                     "--events", str(log))
                    for name, log in logs.items()}
         servers = {name: f.result() for name, f in futures.items()}
     haproxy = None
@@ -113,14 +118,16 @@ def test_sigterm_behind_haproxy_every_stream_finishes_on_the_survivor(checkpoint
 
         async def scenario() -> None:
             tasks = []
+            released = asyncio.Event()
             for call in calls:  # one at a time, so that leastconn sees each stream open
-                tasks.append(asyncio.create_task(run_call(haproxy.url, call)))
+                tasks.append(asyncio.create_task(run_call(haproxy.url, call, released)))
                 await asyncio.wait_for(call.ready.wait(), 30)
             async with asyncio.timeout(90):
                 while min(c.scores() for c in calls) < 1 and not any(t.done() for t in tasks):
                     await asyncio.sleep(0.05)
             assert not any(t.done() for t in tasks), "a stream ended before the SIGTERM"
             servers["a"].proc.terminate()  # mid-stream: every stream has a score and audio left to send
+            released.set()
             await asyncio.wait_for(asyncio.gather(*tasks), 120)
 
         asyncio.run(scenario())
