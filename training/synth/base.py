@@ -68,6 +68,7 @@ def _load_all() -> None:
     # Importing the modules runs their @register; the heavy libraries they wrap
     # (pyworld, pysptk, piper) are imported lazily inside them.
     from . import griffinlim, mlsa, neural_vocoder, piper_tts, tts_cli, world  # noqa: F401
+    from .own_vocoders import generators  # noqa: F401
 
 
 def generator_names() -> list[str]:
