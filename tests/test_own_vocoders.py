@@ -22,8 +22,8 @@ from safetensors.torch import load_file  # noqa: E402
 from tests.conftest import DATA, speech  # noqa: E402
 from training.synth import train_vocoder  # noqa: E402
 from training.synth.audio import SAMPLE_RATE, active_level_db  # noqa: E402
-from training.synth.base import SynthInput, generator_names, make_generator  # noqa: E402
-from training.synth.corpus import read_source, split_for_speaker  # noqa: E402
+from training.synth.base import SynthInput, default_generator_names, generator_names, make_generator  # noqa: E402
+from training.synth.corpus import BuildOptions, read_source, resolve_generators, split_for_speaker  # noqa: E402
 from training.synth.own_vocoders.checkpoint import STATE_TENSORS  # noqa: E402
 from training.synth.own_vocoders.config import (  # noqa: E402
     OWN_MEL,
@@ -148,6 +148,16 @@ def test_registered_generators_say_how_to_train_missing_weights(tmp_path: Path) 
         assert reason is not None and "\n" not in reason
         assert f"python -m training.synth.train_vocoder --arch {cls.arch} --data ../shared/data/bonafide" in reason
         assert f"--out training/synth/weights/{name}" in reason
+
+
+def test_own_vocoders_are_opt_in_for_the_builder(tmp_path: Path) -> None:
+    # The documented default build must not need weights that nobody trained on this machine.
+    ours = {"vocos-ours", "melgan-ours"}
+    assert not ours & set(default_generator_names())
+    assert set(generator_names()) - set(default_generator_names()) == ours
+    assert not ours & set(resolve_generators(BuildOptions(source=BONAFIDE, out=tmp_path, progress=False)))
+    named = BuildOptions(source=BONAFIDE, out=tmp_path, progress=False, generators=("world", "vocos-ours"))
+    assert resolve_generators(named) == ["world", "vocos-ours"]
 
 
 def test_generator_refuses_weights_of_another_architecture(uninterrupted: tuple[str, Path]) -> None:

@@ -26,6 +26,9 @@ class OwnVocoder:
     needs: ClassVar[Needs] = "audio"
     native_rate: ClassVar[int] = 16000
     minutes: ClassVar[int] = 90
+    # Rendered only when named (--generators): no weights ship yet, and the default build must
+    # work where nobody trained them. Set False for a vocoder whose weights are committed.
+    opt_in: ClassVar[bool] = True
 
     def __init__(self, weights: Path | None = None) -> None:
         self.weights = Path(weights) if weights is not None else WEIGHTS_ROOT / self.name
