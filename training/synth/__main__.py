@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .base import GeneratorUnavailable, UnknownGeneratorError, generator_names, make_generator
+from .base import GeneratorUnavailable, UnknownGeneratorError, default_generator_names, generator_names, make_generator
 from .channel import CHANNELS, UnknownChannelError
 from .channel import unavailable_reason as channel_unavailable_reason
 from .corpus import DEFAULT_HELDOUT, DEFAULT_SHARES, BuildOptions, CorpusError, build
@@ -98,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
                    "(speaker = file name up to the first - or _)")
     p.add_argument("--out", type=Path, help="output folder (created; an existing one is resumed)")
     p.add_argument("--generators", type=_names, default=(), metavar="A,B",
-                   help=f"comma list of generators (default: all: {','.join(generator_names())})")
+                   help=f"comma list of generators (default: {','.join(default_generator_names())}; "
+                   f"opt-in, when trained: {','.join(sorted(set(generator_names()) - set(default_generator_names())))})")
     p.add_argument("--heldout", type=_names, default=DEFAULT_HELDOUT, metavar="A,B",
                    help=f"generators rendered for eval speakers only (default: {','.join(DEFAULT_HELDOUT)}; "
                    "'none' for no unseen attacks)")

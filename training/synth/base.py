@@ -68,11 +68,23 @@ def _load_all() -> None:
     # Importing the modules runs their @register; the heavy libraries they wrap
     # (pyworld, pysptk, piper) are imported lazily inside them.
     from . import griffinlim, mlsa, neural_vocoder, piper_tts, tts_cli, world  # noqa: F401
+    from .own_vocoders import generators  # noqa: F401
 
 
 def generator_names() -> list[str]:
     _load_all()
     return list(_REGISTRY)
+
+
+def default_generator_names() -> list[str]:
+    """What a build without --generators renders: every generator but the opt-in ones.
+
+    A generator with ``opt_in = True`` (the own vocoders, whose weights are trained here, not
+    installed) is rendered only when named, so the documented default build keeps working on a
+    machine that has not trained them.
+    """
+    _load_all()
+    return [name for name, factory in _REGISTRY.items() if not getattr(factory, "opt_in", False)]
 
 
 def make_generator(name: str) -> Generator:

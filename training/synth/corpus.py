@@ -47,7 +47,15 @@ from .audio import (
     trim_edges,
     write_flac,
 )
-from .base import Generator, GeneratorUnavailable, SynthError, SynthInput, generator_names, make_generator
+from .base import (
+    Generator,
+    GeneratorUnavailable,
+    SynthError,
+    SynthInput,
+    default_generator_names,
+    generator_names,
+    make_generator,
+)
 from .channel import CHANNELS, ChannelOptions, ChannelUnavailable, UnknownChannelError, apply_channel
 from .channel import unavailable_reason as channel_unavailable_reason
 
@@ -124,7 +132,7 @@ class Task:
 class BuildOptions:
     source: Path
     out: Path
-    generators: tuple[str, ...] = ()  # empty: every registered generator
+    generators: tuple[str, ...] = ()  # empty: every registered generator but the opt-in ones
     heldout: tuple[str, ...] = DEFAULT_HELDOUT
     limit: int | None = None  # number of source utterances
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))  # generator or "*" -> share
@@ -369,7 +377,7 @@ def choose_prompt(prompts: Prompts, seconds: float, rng: np.random.Generator) ->
 
 def resolve_generators(opts: BuildOptions) -> list[str]:
     known = generator_names()
-    names = list(opts.generators) or known
+    names = list(opts.generators) or default_generator_names()
     for name in [*names, *opts.heldout, *(s for s in opts.shares if s != ALL)]:
         if name not in known:
             raise CorpusError(f"unknown generator {name!r}; choose from {', '.join(known)}")
