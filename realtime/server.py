@@ -93,13 +93,16 @@ import os
 import re
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidState
@@ -110,6 +113,7 @@ from websockets.protocol import Protocol, State
 from .errors import AudioFormatError, EmptyStreamError, RealtimeError
 from .events import ErrorEvent, Event, ScoreEvent
 from .options import DetectorOptions
+from .pacing import Backlog, TokenBucket
 from .pcm import PCM_FORMATS, PcmDecoder
 from .session import LiveDetector, StreamSession
 
@@ -124,6 +128,9 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MIN_RATE, MAX_RATE, MAX_CHANNELS = 8000, 192000, 8
 MAX_TEXT_BYTES = 4096  # start and end messages are ~100 bytes; bigger text is abuse or a bug
 RECV_QUEUE = 4  # messages the library buffers per connection before TCP pushes back
+#: Replies (pongs, events) queued for a client that does not read them; past this it is closed.
+#: Events wait for the socket (write_limit, 32 KiB), so only pongs to a ping flood get here.
+MAX_UNREAD_BYTES = 256 * 1024
 _STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _WEB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
@@ -165,27 +172,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """``rate`` tokens per second, at most ``capacity`` saved up; starts full.
-
-    :meth:`take` may go into debt and returns how long until the debt is repaid: the caller
-    chooses to wait (throttle) or to refuse.
-    """
-
-    rate: float
-    capacity: float
-    tokens: float = -1.0  # -1: full at the first take
-    stamp: float = 0.0
-
-    def take(self, n: float, now: float) -> float:
-        if self.tokens == -1.0:
-            self.tokens, self.stamp = self.capacity, now
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate) - n
-        self.stamp = now
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,34 +284,68 @@ def load_web_files(root: Path) -> dict[str, tuple[bytes, str]]:
 
 
 class _Connection(ServerConnection):
-    """A connection that tells the client *why* when the library fails it.
+    """A connection that tells the client *why* when the library fails it, and bounds what a
+    client may make the server do without reading or sending audio.
 
     websockets refuses an oversized frame from its header (1009), invalid UTF-8 (1007) and
     broken framing (1002) inside its parser, with only a close reason. Wrapping the
     protocol's ``fail`` lets us send the ``error`` event first, like every other refusal;
     the handler then finds :attr:`refusal` set and logs it.
+
+    Every frame counts against ``frame_rate`` (a message, each of its fragments, a ping), in
+    the parser, before any work is done for it: a flood of empty fragments or pings is refused
+    within its burst. A client whose unread replies pass :data:`MAX_UNREAD_BYTES` (it sends
+    pings and never reads the pongs) is dropped.
     """
 
-    def __init__(self, protocol: Protocol, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, protocol: Protocol, *args: Any, frame_rate: float = 0.0, **kwargs: Any) -> None:
         super().__init__(protocol, *args, **kwargs)  # type: ignore[arg-type]
         self.stream_id: str | None = None
         self.refusal: ProtocolError | None = None
         library_fail = protocol.fail
+        library_recv_frame = protocol.recv_frame
+        frames = TokenBucket(frame_rate, 2 * frame_rate) if frame_rate > 0 else None
 
         def fail(code: int, reason: str = "") -> None:
             if protocol.state is State.OPEN and code in _LIBRARY_REFUSALS and self.refusal is None:
                 message = reason or "invalid WebSocket frame"
                 if code == CLOSE_TOO_BIG:
                     message += f"; at most {protocol.max_message_size} bytes per message: send smaller frames"
-                self.refusal = ProtocolError(_LIBRARY_REFUSALS[code], code, message)
-                ev = ErrorEvent(code=self.refusal.code, message=message, stream=self.stream_id)
-                try:
-                    protocol.send_text(ev.to_json().encode())
-                except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
-                    pass
+                self._tell(ProtocolError(_LIBRARY_REFUSALS[code], code, message))
             library_fail(code, reason)
 
+        def recv_frame(frame: Any) -> None:
+            if frames is not None and frames.take(1.0, time.monotonic()) > 0:
+                if self.refusal is None and protocol.state is State.OPEN:
+                    self._tell(ProtocolError(
+                        "rate_limited", CLOSE_POLICY,
+                        f"more than {frame_rate:g} WebSocket frames per second (each message, fragment and ping "
+                        "counts); send fewer, larger messages (20-100 ms of audio each)"))
+                    library_fail(CLOSE_POLICY, "rate_limited")
+                # Leaves the parser's loop: the rest of what was read is discarded unparsed.
+                raise WebSocketProtocolError("frame rate limit")
+            library_recv_frame(frame)
+
         protocol.fail = fail  # type: ignore[method-assign]
+        protocol.recv_frame = recv_frame  # type: ignore[method-assign]
+
+    def _tell(self, refusal: ProtocolError) -> None:
+        """Record the refusal and send its error event (before the library's close frame)."""
+        self.refusal = refusal
+        ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id)
+        try:
+            self.protocol.send_text(ev.to_json().encode())
+        except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
+            pass
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        unread = self.transport.get_write_buffer_size()
+        if unread > MAX_UNREAD_BYTES and not self.transport.is_closing():
+            if self.refusal is None:
+                self.refusal = ProtocolError("not_reading", CLOSE_POLICY,
+                                             f"{unread} bytes of replies unread (pongs to its pings); dropped")
+            self.transport.abort()
 
 
 class _Outbox:
@@ -408,6 +428,9 @@ class DetectorServer:
         for name in ("max_realtime_factor", "max_messages_per_s"):
             if not 0 <= getattr(o, name) < float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0 (0: no limit), got {getattr(o, name)}")
+        if o.max_backlog_bytes < o.max_message_bytes:
+            raise ValueError(f"max_backlog_bytes must be >= max_message_bytes ({o.max_message_bytes}), "
+                             f"got {o.max_backlog_bytes}")
         if not 0 < o.realtime_burst_s < float("inf"):
             raise ValueError(f"realtime_burst_s must be > 0 seconds, got {o.realtime_burst_s}")
         self.web_files = load_web_files(web_root)
@@ -432,7 +455,7 @@ class DetectorServer:
         self._server = await serve(
             self._handler, o.host, o.port,
             process_request=self._process_request,
-            create_connection=_Connection,
+            create_connection=partial(_Connection, frame_rate=o.max_messages_per_s),  # type: ignore[arg-type]
             compression=None,  # PCM does not deflate well, and deflate state costs ~100 KB per client
             max_size=o.max_message_bytes,  # bigger: refused from the frame header, with an error event
             max_queue=RECV_QUEUE,
@@ -592,39 +615,32 @@ class DetectorServer:
             raise ProtocolError("busy", CLOSE_BUSY, f"{self.options.max_connections} streams open; retry later")
         return start, start.stream or f"ws-{next(self._ids)}"
 
-    async def _receive(self, ws: ServerConnection, session: StreamSession, decoder: PcmDecoder,
-                       rate: int) -> None:
-        """Audio until ``end``; returns at ``end``, raises ProtocolError or ConnectionClosed."""
-        o = self.options
-        loop = asyncio.get_running_loop()
-        audio = TokenBucket(o.max_realtime_factor, o.realtime_burst_s) if o.max_realtime_factor > 0 else None
-        messages = TokenBucket(o.max_messages_per_s, 2 * o.max_messages_per_s) if o.max_messages_per_s > 0 else None
-        while True:
-            msg = await self._recv(ws)
-            if messages is not None and messages.take(1.0, loop.time()) > 0:
-                raise ProtocolError("rate_limited", CLOSE_POLICY,
-                                    f"more than {o.max_messages_per_s:g} messages per second; send fewer, "
-                                    "larger frames (20-100 ms of audio each)")
-            if isinstance(msg, bytes):
-                frames = decoder.decode(msg)
-                if frames.shape[0]:
-                    try:
-                        await session.push(frames)  # live streams shed, never wait
-                    except AudioFormatError as e:
-                        raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, str(e)) from None
-                    if audio is not None:
-                        wait = audio.take(frames.shape[0] / rate, loop.time())
-                        if wait > 0:  # throttle: not reading makes TCP push back on the client
-                            await asyncio.sleep(wait)
-                continue
-            if len(msg) > MAX_TEXT_BYTES:
-                raise _too_big_text(msg)
-            kind = _message_type(msg)
-            if kind == "end":
-                return
-            raise ProtocolError("bad_request", CLOSE_POLICY,
-                                f"text message of type {_show(kind)} not understood; after start, send binary "
-                                'PCM frames and {"type":"end"}')
+    async def _read(self, ws: ServerConnection, backlog: Backlog) -> str | bytes | None:
+        """Binary messages into ``backlog`` until ``end``, as fast as they come: reading on while
+        the stream is throttled keeps the client's pings answered. Then waits for a message after
+        ``end`` (returned: a protocol error). A fault ends the backlog with it, returns None."""
+        try:
+            while True:
+                msg = await self._recv(ws)
+                if isinstance(msg, bytes):
+                    await backlog.put(msg)  # waits at the backlog's limit: TCP pushes back
+                    continue
+                if len(msg) > MAX_TEXT_BYTES:
+                    raise _too_big_text(msg)
+                kind = _message_type(msg)
+                if kind == "end":
+                    break
+                raise ProtocolError("bad_request", CLOSE_POLICY,
+                                    f"text message of type {_show(kind)} not understood; after start, send binary "
+                                    'PCM frames and {"type":"end"}')
+        except (ProtocolError, ConnectionClosed) as e:
+            backlog.fail(e)
+            return None
+        backlog.close()
+        try:
+            return await ws.recv()  # nothing may follow "end"
+        except ConnectionClosed:
+            return None
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, _Connection)
@@ -652,36 +668,41 @@ class DetectorServer:
 
     async def _serve_stream(self, ws: _Connection, start: StartRequest, stream_id: str,
                             outbox: _Outbox) -> None:
+        o = self.options
         session = self.detector.open_stream(stream_id, start.sample_rate, start.channels, sinks=[outbox])
         decoder = PcmDecoder(start.format, start.channels)
         ws.stream_id = stream_id
         ready = self.detector.ready(stream_id)
         for sink in session.sinks:
             sink(ready)
-        receiver = asyncio.create_task(self._receive(ws, session, decoder, start.sample_rate))
+        backlog = Backlog(o.max_backlog_bytes)
+        feed = _Feed(session, decoder, backlog, start.sample_rate, self.detector.window.hop_s)
+        reader = asyncio.create_task(self._read(ws, backlog))
+        pace = TokenBucket(o.max_realtime_factor, o.realtime_burst_s) if o.max_realtime_factor > 0 else None
+        feeder = asyncio.create_task(feed.run(pace))
         stopping = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait((receiver, stopping), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((feeder, stopping), return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         code, reason = CLOSE_NORMAL, "end of stream"
         late: ProtocolError | None = None  # a fault found after "end": reported after the summary
-        after_end: asyncio.Task[str | bytes] | None = None
         gone = False
         try:
-            if not receiver.done():  # shutdown: what arrived so far is scored and summarised
-                receiver.cancel()
+            if not feeder.done():  # shutdown: what arrived so far is scored (unpaced) and summarised
                 code, reason = CLOSE_GOING_AWAY, "server shutting down"
-                try:
-                    await receiver
-                except asyncio.CancelledError:
-                    pass
+                reader.cancel()
+                feeder.cancel()
+                await asyncio.wait((feeder,))
+                if feeder.cancelled():
+                    backlog.close()
+                    await feed.run(None)
+                else:
+                    feeder.result()
             else:
-                receiver.result()
+                feeder.result()
                 if decoder.pending_bytes:
                     late = ProtocolError("bad_audio", CLOSE_UNSUPPORTED, (
                         f"stream ended inside a frame: the last {decoder.pending_bytes} byte(s) are not a whole "
                         f"{decoder.frame_bytes}-byte frame ({start.format}, {start.channels} channel(s)); dropped"))
-                # Anything the client sends after "end" is a protocol error; keep listening.
-                after_end = asyncio.create_task(ws.recv())
         except ProtocolError as e:
             self._log_refusal(ws, e, stream_id)
             session.error(e.code, e.message)  # to the client and to the shared sinks
@@ -698,13 +719,11 @@ class DetectorServer:
             await session.finish()
         except EmptyStreamError as e:
             session.error("empty_stream", str(e))
-        if after_end is not None:
-            extra = _message_after_end(after_end)  # always: it also cancels the read
-            late = late or extra
-        # The receiver's exception (re-raised above) has this frame in its traceback, and this
-        # frame holds the receiver: a cycle that would keep the session's buffers until the
-        # cyclic GC runs. Drop our end of it.
-        receiver = after_end = None  # noqa: F841
+        extra = _message_after_end(reader)  # always: it also cancels the read
+        late = late or extra
+        # A task's exception has this frame in its traceback, and this frame holds the task: a
+        # cycle that would keep the session's buffers until the cyclic GC runs. Drop our end.
+        reader = feeder = feed = backlog = None  # type: ignore[assignment]  # noqa: F841
         if gone:
             outbox.task.cancel()
             return
@@ -713,6 +732,43 @@ class DetectorServer:
             session.error(late.code, late.message)
             code, reason = late.close, late.code
         await outbox.close(code, reason, self.flush_s)
+
+
+class _Feed:
+    """A stream's backlog into its session: at most ``pace``'s rate (None: as fast as the
+    batcher takes it), one hop of audio at a time, each only when the stream has room for its
+    windows. So a within-limits client never has windows shed for arriving together (one
+    large message holds many); only an overloaded server sheds (``max_delay_ms``, ``max_queue``).
+    """
+
+    def __init__(self, session: StreamSession, decoder: PcmDecoder, backlog: Backlog, rate: int,
+                 hop_s: float) -> None:
+        self.session, self.decoder, self.backlog, self.rate = session, decoder, backlog, rate
+        self.step = max(1, int(hop_s * rate))  # frames per push: at most two windows complete
+        self.rest: np.ndarray | None = None  # frames taken from the backlog, not yet pushed
+
+    async def run(self, pace: TokenBucket | None) -> None:
+        """Until the backlog ends; raises its failure, or ProtocolError for bad audio. Safe to
+        cancel: nothing taken is lost, a later run goes on from there."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.rest is None or not self.rest.shape[0]:
+                msg = await self.backlog.get()
+                if msg is None:
+                    return
+                self.rest = self.decoder.decode(msg)
+                continue
+            n = min(self.step, self.rest.shape[0])
+            if pace is not None:
+                wait = pace.take(n / self.rate, loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await self.session.wait_room(2)
+            piece, self.rest = self.rest[:n], self.rest[n:]  # no await between taking and pushing
+            try:
+                await self.session.push(piece)  # live streams shed, never wait
+            except AudioFormatError as e:
+                raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, str(e)) from None
 
 
 def _message_type(msg: str) -> object:
@@ -724,14 +780,16 @@ def _message_type(msg: str) -> object:
     return data.get("type") if isinstance(data, dict) else None
 
 
-def _message_after_end(task: asyncio.Task[str | bytes]) -> ProtocolError | None:
-    """Cancel the post-``end`` read; a message it got is an error (a closed connection is not)."""
+def _message_after_end(task: asyncio.Task[str | bytes | None]) -> ProtocolError | None:
+    """Cancel the read after ``end``; a message it got is an error (a closed connection is not)."""
     if not task.done():
         task.cancel()
         return None
     if task.cancelled() or task.exception() is not None:
         return None
     msg = task.result()
+    if msg is None:
+        return None
     if isinstance(msg, bytes):
         what = f"binary message of {len(msg)} bytes"
     else:

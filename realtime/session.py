@@ -123,6 +123,10 @@ class StreamSession:
     def in_flight(self) -> int:
         return self._handle.in_flight
 
+    async def wait_room(self, windows: int = 1) -> None:
+        """Wait until ``windows`` more windows can be queued without shedding this stream's own."""
+        await self._handle.wait_room(windows)
+
     async def push(self, chunk: np.ndarray, arrival: float | None = None) -> None:
         """Add float32 ``(n, channels)`` frames; completed windows go to the batcher."""
         await self._submit(self.windower.push(chunk, arrival))

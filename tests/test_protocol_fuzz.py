@@ -397,7 +397,7 @@ def test_big_text_after_start(check, size: int) -> None:
 @given(size=st.integers(0, 3))
 def test_floods_of_tiny_frames(check, size: int) -> None:
     # OPTS allow 100 messages/s after a burst of 200: a flood of 1000 is refused mid-way.
-    check([start_with()] + [b"\x00" * size] * 1000, "rate_limited", before=("ready",), words="messages per second")
+    check([start_with(), WAIT] + [b"\x00" * size] * 1000, "rate_limited", before=("ready",), words="frames per second")
 
 
 # -- the HTTP handshake ---------------------------------------------------------------------------------
