@@ -265,7 +265,9 @@ def _loopback_host(value: str) -> bool:
 
 def _token_ok(expected: str, given: str | None) -> bool:
     # Constant time: the comparison must not reveal how many leading characters were right.
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which is a wrong token, not a crash.
+    return given is not None and hmac.compare_digest(expected.encode("utf-8", "surrogatepass"),
+                                                     given.encode("utf-8", "surrogatepass"))
 
 
 def load_web_files(root: Path) -> dict[str, tuple[bytes, str]]:
@@ -330,13 +332,16 @@ class _Connection(ServerConnection):
         protocol.recv_frame = recv_frame  # type: ignore[method-assign]
 
     def _tell(self, refusal: ProtocolError) -> None:
-        """Record the refusal and send its error event (before the library's close frame)."""
+        """Record the refusal and send its error event (before the library's close frame); then
+        close the socket once they are written: the library would read (and discard) whatever
+        a hostile client goes on sending until it deigns to close."""
         self.refusal = refusal
         ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id)
         try:
             self.protocol.send_text(ev.to_json().encode())
         except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
             pass
+        self.loop.call_soon(self.transport.close)  # after data_received has written them out
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
