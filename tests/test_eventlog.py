@@ -161,7 +161,7 @@ def test_a_batch_that_cannot_be_written_is_counted_and_logged(tmp_path: Path, ca
         log.close()
     assert log.stats().failed == 1 and log.stats().written == 1
     assert jsonl_events(path) == [score("a", 1)]
-    assert any("1 events not written (OSError" in r.getMessage() and "No space left" in r.getMessage()
+    assert any("1 events not written so far (OSError" in r.getMessage() and "No space left" in r.getMessage()
                for r in caplog.records)
 
 
@@ -265,3 +265,30 @@ def test_sigkill_mid_stream_loses_no_committed_event_and_restart_appends(checkpo
     again = read_log(spec)
     assert again[:len(logged)] == logged
     assert again[len(logged):] == got[1:]
+
+
+def test_a_full_disk_is_counted_and_reported_and_shutdown_stays_clean(checkpoints) -> None:
+    """``--events /dev/full``: every batch fails (ENOSPC), is counted (/healthz) and reported in
+    a few lines; SIGTERM still drains the stream and exits 0, without a traceback."""
+    import subprocess
+
+    from tests.server_process import connect_when_listening
+
+    with ServerProcess(checkpoints["specrnet"], "--events", "/dev/full", stdout=subprocess.DEVNULL) as server:
+        ws = connect_when_listening(server.port)
+        with ws:
+            ws.send(json.dumps({"type": "start", "sample_rate": 16000, "format": "s16le", "stream": "full"}))
+            ws.send(s16(speech(6.0, 0)))
+            ws.send(json.dumps({"type": "end"}))
+            got = []
+            while not got or got[-1].type != "summary":
+                got.append(parse_event(ws.recv(timeout=60)))
+        for _ in range(500):  # the writer's batches reach the disk shortly after the events
+            if server.health()["event_log"]["failed"] >= 6:
+                break
+            threading.Event().wait(0.01)
+        assert server.health()["event_log"]["failed"] == 6  # 5 scores and the summary
+        assert server.stop() == 0
+    assert not [line for line in server.log if "Traceback" in line or "Exception in thread" in line], server.log
+    failures = [line for line in server.log if "event log /dev/full" in line]
+    assert failures and len(failures) <= 3 and "No space left" in failures[0], server.log
