@@ -285,6 +285,9 @@ def load_web_files(root: Path) -> dict[str, tuple[bytes, str]]:
     return files
 
 
+_connection_numbers = itertools.count(1)  # process-wide: two servers in one process never share one
+
+
 class _Connection(ServerConnection):
     """A connection that tells the client *why* when the library fails it, and bounds what a
     client may make the server do without reading or sending audio.
@@ -303,6 +306,7 @@ class _Connection(ServerConnection):
     def __init__(self, protocol: Protocol, *args: Any, frame_rate: float = 0.0, **kwargs: Any) -> None:
         super().__init__(protocol, *args, **kwargs)  # type: ignore[arg-type]
         self.stream_id: str | None = None
+        self.number = next(_connection_numbers)  # in every event of its stream, and in clip names
         self.refusal: ProtocolError | None = None
         library_fail = protocol.fail
         library_recv_frame = protocol.recv_frame
@@ -336,7 +340,8 @@ class _Connection(ServerConnection):
         close the socket once they are written: the library would read (and discard) whatever
         a hostile client goes on sending until it deigns to close."""
         self.refusal = refusal
-        ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id)
+        ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id,
+                        connection=self.number if self.stream_id else None)
         try:
             self.protocol.send_text(ev.to_json().encode())
         except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
@@ -441,7 +446,6 @@ class DetectorServer:
         self.web_files = load_web_files(web_root)
         self.flush_s = flush_s
         self.drain_s = drain_s
-        self._ids = itertools.count(1)
         self._active = 0  # streams between ready and close (a count, not a registry)
         self._all_done = asyncio.Event()
         self._all_done.set()
@@ -618,7 +622,7 @@ class DetectorServer:
             raise ProtocolError("busy", CLOSE_BUSY, "server shutting down; retry later")
         if self._active >= self.options.max_connections:
             raise ProtocolError("busy", CLOSE_BUSY, f"{self.options.max_connections} streams open; retry later")
-        return start, start.stream or f"ws-{next(self._ids)}"
+        return start, start.stream or f"ws-{ws.number}"
 
     async def _read(self, ws: ServerConnection, backlog: Backlog) -> str | bytes | None:
         """Binary messages into ``backlog`` until ``end``, as fast as they come: reading on while
@@ -674,10 +678,11 @@ class DetectorServer:
     async def _serve_stream(self, ws: _Connection, start: StartRequest, stream_id: str,
                             outbox: _Outbox) -> None:
         o = self.options
-        session = self.detector.open_stream(stream_id, start.sample_rate, start.channels, sinks=[outbox])
+        session = self.detector.open_stream(stream_id, start.sample_rate, start.channels, sinks=[outbox],
+                                            connection=ws.number)
         decoder = PcmDecoder(start.format, start.channels)
         ws.stream_id = stream_id
-        ready = self.detector.ready(stream_id)
+        ready = self.detector.ready(stream_id, ws.number)
         for sink in session.sinks:
             sink(ready)
         backlog = Backlog(o.max_backlog_bytes)
