@@ -29,6 +29,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from realtime.console import printable
 from realtime.errors import AudioInputError
 from realtime.options import DetectorOptions
 
@@ -446,7 +447,7 @@ def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO)
 
     def written(path: Path) -> None:
         if not options.quiet:
-            print(f"realtime-detect: timeline written to {path}", file=stderr, flush=True)
+            print(f"realtime-detect: timeline written to {printable(str(path))}", file=stderr, flush=True)
 
     targets = {str(f): t for f, t in zip(files, plot_targets(options.plot, files))}
     return [TimelinePlotter(targets, written)]
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         try:
             print(list_devices(), file=stdout)
         except RealtimeError as e:
-            print(f"realtime-detect: {e}", file=stderr)
+            print(f"realtime-detect: {printable(str(e))}", file=stderr)
             return EXIT_FAILED
         return EXIT_OK
     if not args.input:
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             paths = [DEMO_CLIP if x == "demo" else Path(x) for x in args.input]
             files = expand_inputs(paths)
             if not files:
-                print(f"realtime-detect: no audio files found in {' '.join(args.input)}", file=stderr)
+                print(f"realtime-detect: no audio files found in {printable(' '.join(args.input))}", file=stderr)
                 return EXIT_FAILED
             output = Output(options, stdout, stderr, show_stream=len(files) > 1, event_log=event_log)
             emit_windows = not options.offline or args.windows
@@ -535,7 +536,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             return asyncio.run(_run_mic(options, output, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
-        print(f"realtime-detect: {e}", file=stderr)
+        print(f"realtime-detect: {printable(str(e))}", file=stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
