@@ -841,10 +841,39 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, nbytes))
 
 
+class _AcceptErrors:
+    """The loop's exception handler, except for ``accept()`` failing for lack of descriptors.
+
+    asyncio logs that with a traceback up to ``backlog`` times a tick and retries every second:
+    ~90,000 lines in 15 s at ``ulimit -n 32``. Here it is one line per ``interval_s``, with the
+    count; serving resumes by itself when descriptors are freed.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self.count = 0
+        self._last = -float("inf")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and context.get("message", "").startswith("socket.accept() out of")):
+            loop.default_exception_handler(context)
+            return
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            log.error("cannot accept connections: %s (%d failed accept() since the last report); retrying "
+                      "every second; raise the open-file limit (ulimit -n) or lower --max-connections",
+                      exc.strerror or exc, self.count)
+            self.count = 0
+
+
 async def run_server(detector: LiveDetector, options: DetectorOptions | None = None, *,
                      on_ready: Callable[[DetectorServer], None] | None = None, **kwargs: Any) -> None:
     """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here."""
     pin_mmap_threshold()  # a server runs for days: memory must go back when streams end
+    asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
     detector.start()
     server = DetectorServer(detector, options, **kwargs)
     await server.start()

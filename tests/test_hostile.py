@@ -117,7 +117,16 @@ def warm_up(port: int) -> None:
     """One ordinary stream, start to summary."""
     from websockets.sync.client import connect as sync_connect
 
-    with sync_connect(f"ws://127.0.0.1:{port}/v1/stream", open_timeout=30) as ws:
+    deadline = time.monotonic() + 30
+    while True:  # a server that cannot accept yet (no descriptors) is retried
+        try:
+            ws = sync_connect(f"ws://127.0.0.1:{port}/v1/stream", open_timeout=5)
+            break
+        except (OSError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    with ws:
         ws.send(json.dumps(START))
         ws.send(s16(speech(4.0, 0)))
         ws.send(json.dumps({"type": "end"}))
@@ -246,3 +255,23 @@ def test_lone_surrogates_after_start() -> None:
             assert close == 1000
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_out_of_file_descriptors_is_one_line_and_service_resumes(checkpoints) -> None:
+    """``ulimit -n 32`` and 50 connections: accept() fails for lack of descriptors. One log line
+    per interval, no traceback; once the connections close, a stream is served again."""
+    with ServerProcess(checkpoints["specrnet"], max_open_files=32) as server:
+        socks = []
+        try:
+            for _ in range(50):
+                socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            time.sleep(3.0)  # asyncio retries every second: three rounds of failures
+        finally:
+            for s in socks:
+                s.close()
+        warm_up(server.port)  # retried until accepted: the service is back
+        assert server.stop() == 0
+    failures = [line for line in server.log if "cannot accept connections" in line]
+    assert len(failures) == 1 and "Too many open files" in failures[0], server.log[-5:]
+    assert not any("Traceback" in line for line in server.log)
