@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from realtime.filerun import RunObserver
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class Output:
@@ -53,6 +53,7 @@ class Output:
         self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
         self.event_log = event_log
         self.errors = 0
+        self.stdout_closed = asyncio.Event()  # its reader left (`| head`): the run stops quietly
 
     def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
         from realtime.console import format_error
@@ -62,10 +63,53 @@ class Output:
         if ev.type == "error":
             self.errors += 1
             print(format_error(ev, color=False), file=self.stderr, flush=True)
-        if self.json:
-            print(ev.to_json(), file=self.stdout, flush=True)
-        elif not self.quiet and ev.type != "error":
-            self.view.show(ev)
+        if self.stdout_closed.is_set():
+            return
+        try:
+            if self.json:
+                print(ev.to_json(), file=self.stdout, flush=True)
+            elif not self.quiet and ev.type != "error":
+                self.view.show(ev)
+        except BrokenPipeError:
+            silence(self.stdout)
+            self.stdout_closed.set()
+
+
+def silence(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null: its reader is gone, and whatever is still
+    buffered must not fail again when Python flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+@contextlib.asynccontextmanager
+async def _stoppable(output: Output) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
+    """``(stop, interrupted)`` for a live run: Ctrl+C and SIGTERM set both (where this thread may
+    handle signals: not in the dashboard's worker), stdout's reader leaving sets ``stop``."""
+    loop = asyncio.get_running_loop()
+    stop, interrupted = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        interrupted.set()
+        stop.set()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):  # not the main thread, not POSIX
+            continue
+        installed.append(sig)
+    closed = asyncio.ensure_future(output.stdout_closed.wait())
+    closed.add_done_callback(lambda t: t.cancelled() or stop.set())
+    try:
+        yield stop, interrupted
+    finally:
+        closed.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +315,8 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
         for path in paths:
             result = await scorer.score_file(path, emit_windows=emit_windows or bool(observers))
             failed += result.type == "error"
+            if output.stdout_closed.is_set():
+                return EXIT_OK
     finally:
         scorer.close()
         engine.close()
@@ -287,25 +333,32 @@ async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: 
 
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    # Ctrl+C / SIGTERM end the replay like the end of the file: pending windows scored, summary
+    # printed (as for the microphone); a closed stdout ends it quietly.
     failed = 0
     try:
-        for path in paths:
-            session = None
-            try:
-                source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
-                                    stream_id=str(path))
-                # A file can wait for the engine: backpressure, never shedding.
-                session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
-                                               policy="block")
-                await session.run(source)
-            except RealtimeError as e:
-                failed += 1
-                output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
-                if session is not None:
-                    session.abort()
+        async with _stoppable(output) as (stop, interrupted):
+            for path in paths:
+                session = None
+                try:
+                    source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
+                                        stream_id=str(path))
+                    # A file can wait for the engine: backpressure, never shedding.
+                    session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
+                                                   policy="block")
+                    await session.run(_until(source, stop))
+                except RealtimeError as e:
+                    failed += 1
+                    output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
+                    if session is not None:
+                        session.abort()
+                if stop.is_set():
+                    break
     finally:
         await detector.aclose()
         engine.close()
+    if interrupted.is_set():
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -383,18 +436,14 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
     # Ctrl+C / SIGTERM end the capture like the end of a file: pending windows scored, summary printed.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # A closed stdout (`| head`) ends it too.
     try:
-        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
-        await session.run(_until(source, stop))
+        async with _stoppable(output) as (stop, _):
+            session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
+            await session.run(_until(source, stop))
     except AudioInputError:  # the device vanished: reported as an input_error event, what it gave scored
         return EXIT_FAILED
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await detector.aclose()
         engine.close()
         lost = source.overflows + source.device_overflows
@@ -414,15 +463,27 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, even
 
     logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
+    servers: list[DetectorServer] = []
     sinks = []
-    if options.json:
-        sinks.append(JsonLinesSink(stdout))
-    elif not options.quiet:
-        sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
+    shown = JsonLinesSink(stdout) if options.json else None if options.quiet else ConsoleSink(
+        ConsoleView(stdout, color=options.color, show_stream=True))
+    if shown is not None:
+        def to_stdout(ev) -> None:
+            nonlocal shown
+            if shown is None:
+                return
+            try:
+                shown(ev)
+            except BrokenPipeError:  # `| head` is done with us: stop as on SIGTERM
+                shown = None
+                silence(stdout)
+                if servers:
+                    servers[0].shutdown()
+
+        sinks.append(to_stdout)
     if event_log is not None:
         sinks.append(event_log)
     engine = _load_engine(options)
-    servers: list[DetectorServer] = []
     task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
                                             on_ready=servers.append))
     try:
@@ -539,7 +600,10 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         print(f"realtime-detect: {printable(str(e))}", file=stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout's reader left while something other than an event was written
+        silence(stdout)
+        return EXIT_OK
     finally:
         if event_log is not None:
             event_log.close()  # the loop is gone: write what is queued, sync, close

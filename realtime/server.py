@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import hmac
 import http
 import ipaddress
@@ -119,7 +120,7 @@ from .session import LiveDetector, StreamSession
 
 __all__ = ["DetectorServer", "ProtocolError", "StartRequest", "parse_start", "run_server", "WEB_DIR",
            "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
-           "RECV_QUEUE", "InsecureBindError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
+           "RECV_QUEUE", "InsecureBindError", "ListenError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ class ProtocolError(Exception):
         self.code = code
         self.close = close
         self.message = message
+
+
+class ListenError(RealtimeError):
+    """The server cannot listen where asked (port in use, address not on this machine)."""
 
 
 class InsecureBindError(RealtimeError, ValueError):
@@ -876,7 +881,19 @@ async def run_server(detector: LiveDetector, options: DetectorOptions | None = N
     asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
     detector.start()
     server = DetectorServer(detector, options, **kwargs)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as e:  # the port is taken, the address is not ours: one line, not a traceback
+        await detector.aclose()  # its worker thread must not be torn down by the exit (ORT aborts)
+        o = server.options
+        if e.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {o.port} on {o.host} is already in use; choose another with --port "
+                              "(0: any free one)") from None
+        raise ListenError(f"cannot listen on {o.host}:{o.port}: "
+                          f"{os.strerror(e.errno) if e.errno else e}") from None
+    except BaseException:
+        await detector.aclose()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

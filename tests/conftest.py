@@ -52,7 +52,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # (dump every stack, end the run) is the only one that ends such a hang.
     for item in items:
         if item.get_closest_marker("audio") and not item.get_closest_marker("timeout"):
-            item.add_marker(pytest.mark.timeout(120, method="thread"))
+            item.add_marker(pytest.mark.timeout(600, method="thread"))
 
 
 @pytest.fixture(scope="session")
