@@ -7,13 +7,15 @@ Examples:
                                                      as fast as possible, a summary per file
   realtime-detect --input mic                        the default microphone
   realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
-  ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
+  ffmpeg -i SRC -f s16le -ac 1 -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
+                                                     (-ac 1: a stereo source read as mono is wrong)
   realtime-detect --list-engines                     what can run on this machine, and why not
   realtime-detect --input call.wav --dashboard       live plot window (extra: dashboard)
   realtime-detect --input call.wav --offline --plot timeline.png
                                                      the timeline as an image (extra: plot)
 
-Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
+Each 4-second window gets a spoof probability; at or above the model's threshold it is labelled
+spoof. Each model has its own threshold (specrnet 0.60, resmax 0.12); --threshold sets one.
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
 """
 from __future__ import annotations
@@ -73,6 +75,13 @@ class Output:
         except BrokenPipeError:
             silence(self.stdout)
             self.stdout_closed.set()
+
+    def model_line(self, model: str, threshold: float) -> None:
+        """Which model and threshold the verdicts use, above the console view."""
+        if not self.json and not self.quiet:
+            with contextlib.suppress(BrokenPipeError):
+                print(f"model {model}: spoof at or above {threshold:.2f} (each model has its own threshold; "
+                      "--threshold sets one)", file=self.stdout, flush=True)
 
 
 def silence(stream: TextIO) -> None:
@@ -308,6 +317,7 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
         return await _run_paced_files(paths, options, output, observers)
     engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
     scorer = FileScorer(engine, options, emit, on_window if observers else None)
+    output.model_line(engine.model_id, scorer.threshold)
     for o in observers:
         o.engine_ready(engine, scorer.threshold, options.hop_s)
     failed = 0
@@ -333,6 +343,7 @@ async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: 
 
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    output.model_line(detector.model, detector.threshold)
     # Ctrl+C / SIGTERM end the replay like the end of the file: pending windows scored, summary
     # printed (as for the microphone); a closed stdout ends it quietly.
     failed = 0
@@ -390,6 +401,7 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
     source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    output.model_line(detector.model, detector.threshold)
     try:
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
@@ -435,6 +447,7 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     source = MicSource(options.device, retry=options.retry)  # opens lazily; errors name the device
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    output.model_line(detector.model, detector.threshold)
     # Ctrl+C / SIGTERM end the capture like the end of a file: pending windows scored, summary printed.
     # A closed stdout (`| head`) ends it too.
     try:

@@ -901,7 +901,8 @@ async def run_server(detector: LiveDetector, options: DetectorOptions | None = N
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
     o = server.options
-    log.info("listening on ws://%s:%d%s (model %s)", o.host, server.port, STREAM_PATH, detector.model)
+    log.info("listening on ws://%s:%d%s (model %s, threshold %.2f: each model has its own)", o.host, server.port,
+             STREAM_PATH, detector.model, detector.threshold)
     if on_ready is not None:
         on_ready(server)
     await server.wait_closed()

@@ -108,7 +108,8 @@ def test_control_characters_in_names_are_escaped(tmp_path):
     assert code == 1
     for text in (out.getvalue(), err.getvalue()):
         assert not any(c in text for c in "\x1b\x07\u202e"), repr(text)
-    lines = out.getvalue().splitlines()
+    model, *lines = out.getvalue().splitlines()
+    assert model.startswith("model specrnet-") and "each model has its own threshold" in model
     assert len(lines) == 1 and "\\x1b[2J\\x1b[H\\nfake.wav" in lines[0] and "\\u202e" in lines[0]
     assert "\\x1b]0;pwned\\x07" in err.getvalue() and len(err.getvalue().splitlines()) == 1
 

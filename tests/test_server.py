@@ -103,6 +103,8 @@ def test_two_real_clients_16k_s16_and_48k_f32_stereo(onnx_engine) -> None:
             check_stream(a, "a", 5, 6.0)
             check_stream(b, "b", 5, 6.0)
             assert a[0].model == onnx_engine.model_id
+            # Each model has its own threshold: the page draws the one in "ready".
+            assert a[0].threshold == pytest.approx(onnx_engine.threshold, abs=1e-4) and b[0].threshold == a[0].threshold
             assert all(0.0 <= e.spoof_probability <= 1.0 for e in a[1:-1] + b[1:-1])
             assert onnx_engine.model_id == a[-1].model
 
