@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--aggregate", default="mean_logit", choices=("mean_logit", "mean_prob", "max"),
                      help="file verdict from its windows (default mean_logit: mean of logits, then sigmoid)")
     out = ap.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
+    out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in docs/protocol.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
     out.add_argument("--events", metavar="FILE.jsonl|sqlite:PATH", default=None,

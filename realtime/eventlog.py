@@ -8,7 +8,7 @@
 CLI: ``--events FILE.jsonl`` or ``--events sqlite:PATH`` (``--events-fsync SECONDS``).
 
 What is recorded: ``score`` events (alerts are score events with ``"alert": true``),
-``summary`` and ``error`` events, exactly as the clients get them (DESIGN.md section 4);
+``summary`` and ``error`` events, exactly as the clients get them (docs/protocol.md);
 ``ready`` replies are not. Restarting on the same file appends.
 
 Batches. The sink only appends the event to a queue (the event loop never touches the

@@ -1,4 +1,4 @@
-"""Event schema (DESIGN.md section 4): score, summary, error, and the WebSocket ready reply.
+"""Event schema (docs/protocol.md): score, summary, error, and the WebSocket ready reply.
 
 The same dicts go to JSON lines, WebSocket replies and the event log. Events validate
 on construction (a probability of 1.3 is a bug to catch where it is made) and normalise

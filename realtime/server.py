@@ -1,4 +1,4 @@
-"""WebSocket server, protocol v1 (DESIGN.md section 5), on the websockets asyncio API.
+"""WebSocket server, protocol v1 (docs/protocol.md), on the websockets asyncio API.
 
     realtime-detect --input ws --port 8765 [--token T] [--allow-origin https://app.example]
 
