@@ -39,7 +39,8 @@ stream ends inside a frame (after the summary)         bad_audio     1003
 missing or wrong token (start message)                 unauthorized  1008
 no ``start`` in ``start_timeout_s``; silent stream     timeout       1008
 text over 4 KiB, binary over ``max_message_bytes``     too_big       1009
-more than ``max_messages_per_s`` messages (flood)      rate_limited  1008
+more than ``max_messages_per_s`` frames (flood)        rate_limited  1008
+unread pongs over ``MAX_UNREAD_BYTES`` (ping flood)    not_reading   (dropped)
 at capacity or shutting down (at ``start``)            busy          1013
 ``end`` without any audio                              empty_stream  1000
 =====================================================  ============  ===========
@@ -55,20 +56,25 @@ same-origin check, not this. Binding a non-loopback address without a token rais
 
 Limits, per connection. Audio faster than ``max_realtime_factor`` times real time (a token
 bucket of ``realtime_burst_s`` seconds of audio, refilled at that factor) is *throttled*,
-not refused: the server stops reading the connection until the budget is back, so the
-library's receive queue fills and TCP pushes back on the sender. Nothing is lost, a file
-streamed as fast as possible simply arrives at (at most) 4x real time, and one client can
-never cost more than that factor in inference. Many tiny messages are a flood instead
-(each message costs the same fixed overhead, whatever its size): over
-``max_messages_per_s`` (after a burst of two seconds' worth) the stream is refused with
-``rate_limited``. Memory is bounded: one message is at most ``max_message_bytes`` (the
-library refuses bigger ones from the frame header, before reading them; the server sends
-the ``too_big`` event first), the library queues at most ``RECV_QUEUE`` messages, then the
-stream's fixed ring buffer (allocated untouched: see :func:`pin_mmap_threshold`), its
-pending windows in the batcher, and an outbound queue of ``send_queue`` events: a client
-that does not read its events loses the oldest score events (counted, logged at the end),
-never the summary, and never slows anybody else. All per-connection state lives in the
-handler's locals.
+not refused: the server goes on reading the connection into a backlog of at most
+``max_backlog_bytes`` (so the library answers the client's pings: its keepalive holds) and
+feeds the backlog to the stream at that factor; only past the backlog's bound does it stop
+reading and let TCP push back. Nothing is lost, a file streamed as fast as possible is scored
+at (at most) 4x real time, and one client can never cost more than that factor in inference.
+The feed goes one hop at a time, when the stream has room in the batcher, so the windows of
+one large message are never shed for arriving together. Many tiny frames are a flood instead
+(each costs the same fixed overhead, whatever its size): every frame (message, fragment,
+ping) counts against ``max_messages_per_s`` (after a burst of two seconds' worth), in the
+parser, and past it the client is refused with ``rate_limited`` and its socket closed.
+Memory is bounded: one message is at most ``max_message_bytes`` (the library refuses bigger
+ones from the frame header, before reading them; the server sends the ``too_big`` event
+first), the library queues at most ``RECV_QUEUE`` messages, then the backlog, the stream's
+fixed ring buffer (allocated untouched: see :func:`pin_mmap_threshold`), its pending windows
+in the batcher, an outbound queue of ``send_queue`` events (a client that does not read its
+events loses the oldest score events, counted, logged at the end, never the summary, and
+never slows anybody else), and ``MAX_UNREAD_BYTES`` of replies it has not read. Out of file
+descriptors, ``accept()`` failures are one log line per 10 s. All per-connection state lives
+in the handler's locals and its connection object.
 
 Whatever way a stream ends (``end``, a refusal, the client vanishing, shutdown), the windows
 it delivered are scored and its summary (or ``empty_stream`` error) goes to the shared sinks
