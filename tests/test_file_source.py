@@ -175,10 +175,12 @@ def test_realtime_pacing_takes_about_the_duration(tmp_path, speech):
     chunks = collect(FileSource(path, realtime=True, chunk_s=0.1))
     elapsed = time.monotonic() - t0
     assert sum(c.shape[0] for c, _ in chunks) == 16000
-    assert 0.8 <= elapsed < 3.0, elapsed
+    # Never faster than real time (x speed); how much slower is the machine's load, not ours
+    # (the schedule itself is checked without a clock in test_pacing_does_not_drift).
+    assert 0.8 <= elapsed, elapsed
     t0 = time.monotonic()
     collect(FileSource(path, realtime=True, chunk_s=0.1, speed=4.0))
-    assert 0.2 <= time.monotonic() - t0 < 0.75
+    assert 0.2 <= time.monotonic() - t0
 
 
 def test_pacing_does_not_drift(tmp_path, speech, monkeypatch):
