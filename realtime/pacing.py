@@ -9,6 +9,7 @@ bytes; past that bound the reader waits, and only then does TCP push back on the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ class Backlog:
         self._changed = asyncio.Event()  # set on every put/get/close: both sides re-check
         self._closed = False
         self._failure: BaseException | None = None
+        #: Since when the reader has been waiting on an empty backlog (None: it has audio to feed).
+        self.starved_since: float | None = time.monotonic()
 
     async def put(self, message: bytes) -> None:
         """Queue ``message``; waits while the backlog is at its limit (TCP then pushes back)."""
@@ -76,6 +79,8 @@ class Backlog:
 
     async def get(self) -> bytes | None:
         """The oldest message; ``None`` once closed and empty (or the failure, raised)."""
+        if not self._items and self.starved_since is None:
+            self.starved_since = time.monotonic()
         while not self._items:
             if self._closed:
                 if self._failure is None:
@@ -90,6 +95,7 @@ class Backlog:
             self._changed.clear()
             await self._changed.wait()
         message = self._items.popleft()
+        self.starved_since = None
         self.bytes -= len(message)
         self._changed.set()
         return message

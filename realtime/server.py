@@ -597,8 +597,7 @@ class DetectorServer:
 
     # -- WebSocket side --------------------------------------------------------------------
 
-    async def _recv(self, ws: ServerConnection, timeout: float | None = None) -> str | bytes:
-        timeout = self.options.idle_timeout_s if timeout is None else timeout
+    async def _recv(self, ws: ServerConnection, timeout: float) -> str | bytes:
         try:
             async with asyncio.timeout(timeout):
                 return await ws.recv()  # cancelling recv() loses no data
@@ -635,13 +634,28 @@ class DetectorServer:
             raise ProtocolError("busy", CLOSE_BUSY, f"{self.options.max_connections} streams open; retry later")
         return start, start.stream or f"ws-{ws.number}"
 
+    async def _next_message(self, ws: ServerConnection, backlog: Backlog) -> str | bytes:
+        """The next message. The idle timeout counts from when the stream's audio has all been
+        fed: a client that sent minutes at once and waits for its scores is not idle, we are."""
+        limit = self.options.idle_timeout_s
+        while True:
+            since = backlog.starved_since
+            left = limit if since is None else limit - (time.monotonic() - since)
+            if left <= 0:
+                raise ProtocolError("timeout", CLOSE_POLICY, f"no message for {limit:g} s; idle connections are closed")
+            try:
+                async with asyncio.timeout(left):
+                    return await ws.recv()  # cancelling recv() loses no data
+            except TimeoutError:
+                continue  # look again: the feed may have been busy all along
+
     async def _read(self, ws: ServerConnection, backlog: Backlog) -> str | bytes | None:
         """Binary messages into ``backlog`` until ``end``, as fast as they come: reading on while
         the stream is throttled keeps the client's pings answered. Then waits for a message after
         ``end`` (returned: a protocol error). A fault ends the backlog with it, returns None."""
         try:
             while True:
-                msg = await self._recv(ws)
+                msg = await self._next_message(ws, backlog)
                 if isinstance(msg, bytes):
                     await backlog.put(msg)  # waits at the backlog's limit: TCP pushes back
                     continue
