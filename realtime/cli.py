@@ -415,18 +415,16 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
 
 
 async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator[T]:
-    """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends."""
+    """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends
+    (also when the consumer is cancelled: the dashboard closing)."""
     it = aiter(source)
     stopped = asyncio.ensure_future(stop.wait())
+    nxt: asyncio.Future[T] | None = None
     try:
         while True:
             nxt = asyncio.ensure_future(anext(it))
             await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not nxt.done():
-                nxt.cancel()
-                # Let the cancellation land before closing the generator it is running in.
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
                 return
             try:
                 yield nxt.result()
@@ -434,6 +432,11 @@ async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator
                 return
     finally:
         stopped.cancel()
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
+            # Let the cancellation land before closing the generator it is running in.
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await nxt
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -5,6 +5,8 @@ the window of the main test is saved there as dashboard.png (docs/dashboard.png 
 """
 from __future__ import annotations
 
+import asyncio
+
 import io
 import json
 import os
@@ -60,8 +62,13 @@ class Recorder:
         self.threshold: float | None = None
         self.frontend: FrontEndConfig | None = None
 
+        self.stdout_closed = asyncio.Event()  # as the CLI's Output: never closed here
+
     def __call__(self, ev) -> None:  # as the CLI's Output
         self.events.append(ev)
+
+    def model_line(self, model: str, threshold: float) -> None:  # as the CLI's Output
+        pass
 
     def engine_ready(self, engine, threshold: float, hop_s: float) -> None:
         self.threshold = threshold
