@@ -223,6 +223,7 @@ async def stream_until(url: str, name: str, audio: bytes, received: list, end: b
         sender.cancel()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_loses_no_committed_event_and_restart_appends(checkpoints, spec: str) -> None:
     audio = [s16(np.resize(speech(10.0, i), 16000 * 14)) for i in range(2)]
 

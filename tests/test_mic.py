@@ -371,6 +371,7 @@ def test_break_closes_the_stream_and_a_second_iteration_starts_fresh(pulse):
 
 
 @pytest.mark.audio
+@pytest.mark.slow
 def test_cli_scores_the_clip_played_into_the_microphone(tmp_path, checkpoints):
     """realtime-detect --input mic on a real PortAudio/PulseAudio stack: windows while the clip
     plays are speech (scored), and Ctrl+C ends with a summary."""

@@ -188,6 +188,7 @@ def never_reading_client(port: int, seconds: int, hold_s: float) -> None:
     s.close()
 
 
+@pytest.mark.slow
 def test_200_idle_connections_and_a_client_that_never_reads(checkpoints) -> None:
     """RSS of a server subprocess, after a first round has set its high-water mark (ONNX
     Runtime's arena grows to the largest batch seen, which --max-batch bounds): 200
