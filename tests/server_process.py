@@ -19,8 +19,9 @@ class ServerProcess:
 
     def __init__(self, checkpoint: Path, *args: str, stdout: int | None = subprocess.DEVNULL,
                  timeout: float = 60.0, max_open_files: int | None = None) -> None:
+        # --max-delay-ms: a busy machine is slow; tests that count windows must not see them shed.
         cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
-               "--model", str(checkpoint), "--engine", "onnx", *args]
+               "--model", str(checkpoint), "--engine", "onnx", "--max-delay-ms", "600000", *args]
 
         def limit() -> None:  # in the child, before exec: what `ulimit -n` does
             import resource

@@ -32,7 +32,7 @@ def real_server(checkpoint: Path, *extra: str) -> Iterator[int]:
     """The CLI's WebSocket server on a free port (serving realtime/web/ at /); yields the port."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
-         "--model", str(checkpoint), "--engine", "onnx", *extra],
+         "--model", str(checkpoint), "--engine", "onnx", "--max-delay-ms", "600000", *extra],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     try:

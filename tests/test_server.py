@@ -26,7 +26,9 @@ from realtime.session import LiveDetector
 from tests.conftest import speech
 from tests.test_session import FakeEngine
 
-OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0)
+# No shedding for lateness: a busy machine is slow, and these tests count every window
+# (shedding has its own tests, in test_batcher.py).
+OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0, max_delay_ms=600_000)
 
 
 @contextlib.asynccontextmanager
@@ -316,7 +318,7 @@ def test_sigterm_drains_streams_and_closes_1001(checkpoints, tmp_path: Path) -> 
     from tests.conftest import REPO
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--json",
+        [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--json", "--max-delay-ms", "600000",
          "--model", str(checkpoints["specrnet"]), "--engine", "onnx", "--events", str(tmp_path / "events.jsonl")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
