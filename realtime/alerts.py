@@ -20,8 +20,10 @@ threshold, so that it always agrees with the ``spoof_probability`` in the same e
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
 import queue
 import re
 import threading
@@ -192,7 +194,9 @@ def safe_name(stream: str, limit: int = 64) -> str:
 
 
 class AlertClipWriter:
-    """Writes ``DIR/<stream>-<seq>.wav`` (16 kHz float32 WAV) + ``.json`` for alerting windows.
+    """Writes ``DIR/<stream>[-c<connection>]-<seq>.wav`` (16 kHz float32 WAV) + ``.json`` for
+    alerting windows, never over an existing clip: a name already taken (the same stream id
+    from another run, or two ids that make the same file name) gets ``-2``, ``-3``, ...
 
     ``save()`` only queues (bounded); a single thread writes. When the disk falls behind by
     more than ``max_pending`` clips, further clips are skipped and counted in ``skipped``.
@@ -221,20 +225,35 @@ class AlertClipWriter:
             if self.skipped == 1 or self.skipped % 100 == 0:
                 log.warning("alert clips: disk behind, %d clips skipped so far", self.skipped)
 
-    def path_for(self, event: ScoreEvent) -> Path:
-        return self.directory / f"{safe_name(event.stream)}-{event.seq:06d}"
+    def stem_for(self, event: ScoreEvent) -> str:
+        """The clip's file name without extension (before any ``-2`` for a name taken)."""
+        conn = f"-c{event.connection}" if event.connection is not None else ""
+        return f"{safe_name(event.stream)}{conn}-{event.seq:06d}"
+
+    def _claim(self, stem: str) -> Path:
+        """A base path whose ``.json`` this writer just created (O_EXCL): no clip is overwritten.
+        Names are appended to (``+ ".wav"``), never ``with_suffix``: a stream id may hold dots."""
+        for n in itertools.count(1):
+            base = self.directory / (stem if n == 1 else f"{stem}-{n}")
+            try:
+                os.close(os.open(f"{base}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                continue
+            return base
+        raise AssertionError("unreachable")
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             event, samples = job
-            base = self.path_for(event)
+            stem = self.stem_for(event)
             try:
-                sf.write(base.with_suffix(".wav"), samples, self.sample_rate, subtype="FLOAT")
-                base.with_suffix(".json").write_text(event.to_json() + "\n", encoding="utf-8")
+                base = self._claim(stem)
+                sf.write(f"{base}.wav", samples, self.sample_rate, subtype="FLOAT")
+                Path(f"{base}.json").write_text(event.to_json() + "\n", encoding="utf-8")
                 self.saved += 1
             except (OSError, sf.LibsndfileError) as e:
                 self.failed += 1
-                log.error("alert clip %s not saved: %s", base, e)
+                log.error("alert clip %s not saved: %s", self.directory / stem, e)
 
     def close(self) -> None:
         """Write what is queued, then stop the thread."""

@@ -187,10 +187,10 @@ class BatchStream:
         self.in_flight += 1
         self.submitted += 1
 
-    async def wait_room(self) -> None:
-        """Wait until fewer than ``max_pending`` windows are in flight (backpressure for
+    async def wait_room(self, windows: int = 1) -> None:
+        """Wait until ``windows`` more fit under ``max_pending`` in flight (backpressure for
         producers that can wait, such as files read faster than real time and pipes)."""
-        limit = self._batcher.options.max_pending
+        limit = max(1, self._batcher.options.max_pending - windows + 1)
         while self.in_flight >= limit:
             if self._room is None:
                 self._room = asyncio.Event()

@@ -7,13 +7,15 @@ Examples:
                                                      as fast as possible, a summary per file
   realtime-detect --input mic                        the default microphone
   realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
-  ffmpeg -i SRC -f s16le -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
+  ffmpeg -i SRC -f s16le -ac 1 -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
+                                                     (-ac 1: a stereo source read as mono is wrong)
   realtime-detect --list-engines                     what can run on this machine, and why not
   realtime-detect --input call.wav --dashboard       live plot window (extra: dashboard)
   realtime-detect --input call.wav --offline --plot timeline.png
                                                      the timeline as an image (extra: plot)
 
-Each 4-second window gets a spoof probability; above the threshold it is labelled spoof.
+Each 4-second window gets a spoof probability; at or above the model's threshold it is labelled
+spoof. Each model has its own threshold (specrnet 0.60, resmax 0.12); --threshold sets one.
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from realtime.console import printable
 from realtime.errors import AudioInputError
 from realtime.options import DetectorOptions
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     from realtime.filerun import RunObserver
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class Output:
@@ -52,6 +55,7 @@ class Output:
         self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
         self.event_log = event_log
         self.errors = 0
+        self.stdout_closed = asyncio.Event()  # its reader left (`| head`): the run stops quietly
 
     def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
         from realtime.console import format_error
@@ -61,10 +65,60 @@ class Output:
         if ev.type == "error":
             self.errors += 1
             print(format_error(ev, color=False), file=self.stderr, flush=True)
-        if self.json:
-            print(ev.to_json(), file=self.stdout, flush=True)
-        elif not self.quiet and ev.type != "error":
-            self.view.show(ev)
+        if self.stdout_closed.is_set():
+            return
+        try:
+            if self.json:
+                print(ev.to_json(), file=self.stdout, flush=True)
+            elif not self.quiet and ev.type != "error":
+                self.view.show(ev)
+        except BrokenPipeError:
+            silence(self.stdout)
+            self.stdout_closed.set()
+
+    def model_line(self, model: str, threshold: float) -> None:
+        """Which model and threshold the verdicts use, above the console view."""
+        if not self.json and not self.quiet:
+            with contextlib.suppress(BrokenPipeError):
+                print(f"model {model}: spoof at or above {threshold:.2f} (each model has its own threshold; "
+                      "--threshold sets one)", file=self.stdout, flush=True)
+
+
+def silence(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null: its reader is gone, and whatever is still
+    buffered must not fail again when Python flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+@contextlib.asynccontextmanager
+async def _stoppable(output: Output) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
+    """``(stop, interrupted)`` for a live run: Ctrl+C and SIGTERM set both (where this thread may
+    handle signals: not in the dashboard's worker), stdout's reader leaving sets ``stop``."""
+    loop = asyncio.get_running_loop()
+    stop, interrupted = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        interrupted.set()
+        stop.set()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):  # not the main thread, not POSIX
+            continue
+        installed.append(sig)
+    closed = asyncio.ensure_future(output.stdout_closed.wait())
+    closed.add_done_callback(lambda t: t.cancelled() or stop.set())
+    try:
+        yield stop, interrupted
+    finally:
+        closed.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--aggregate", default="mean_logit", choices=("mean_logit", "mean_prob", "max"),
                      help="file verdict from its windows (default mean_logit: mean of logits, then sigmoid)")
     out = ap.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in DESIGN.md), no console view")
+    out.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in docs/protocol.md), no console view")
     out.add_argument("--quiet", "-q", action="store_true", help="no console view (errors still go to stderr)")
     out.add_argument("--no-color", dest="color", action="store_false", default=None, help="no ANSI colours")
     out.add_argument("--events", metavar="FILE.jsonl|sqlite:PATH|redis://HOST:PORT/STREAM|postgresql://...", default=None,
@@ -264,6 +318,7 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
         return await _run_paced_files(paths, options, output, observers)
     engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
     scorer = FileScorer(engine, options, emit, on_window if observers else None)
+    output.model_line(engine.model_id, scorer.threshold)
     for o in observers:
         o.engine_ready(engine, scorer.threshold, options.hop_s)
     failed = 0
@@ -271,6 +326,8 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
         for path in paths:
             result = await scorer.score_file(path, emit_windows=emit_windows or bool(observers))
             failed += result.type == "error"
+            if output.stdout_closed.is_set():
+                return EXIT_OK
     finally:
         scorer.close()
         engine.close()
@@ -287,25 +344,33 @@ async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: 
 
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    output.model_line(detector.model, detector.threshold)
+    # Ctrl+C / SIGTERM end the replay like the end of the file: pending windows scored, summary
+    # printed (as for the microphone); a closed stdout ends it quietly.
     failed = 0
     try:
-        for path in paths:
-            session = None
-            try:
-                source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
-                                    stream_id=str(path))
-                # A file can wait for the engine: backpressure, never shedding.
-                session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
-                                               policy="block")
-                await session.run(source)
-            except RealtimeError as e:
-                failed += 1
-                output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
-                if session is not None:
-                    session.abort()
+        async with _stoppable(output) as (stop, interrupted):
+            for path in paths:
+                session = None
+                try:
+                    source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
+                                        stream_id=str(path))
+                    # A file can wait for the engine: backpressure, never shedding.
+                    session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
+                                                   policy="block")
+                    await session.run(_until(source, stop))
+                except RealtimeError as e:
+                    failed += 1
+                    output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
+                    if session is not None:
+                        session.abort()
+                if stop.is_set():
+                    break
     finally:
         await detector.aclose()
         engine.close()
+    if interrupted.is_set():
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -337,6 +402,7 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
     source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    output.model_line(detector.model, detector.threshold)
     try:
         # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
         session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
@@ -350,18 +416,16 @@ async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequen
 
 
 async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator[T]:
-    """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends."""
+    """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends
+    (also when the consumer is cancelled: the dashboard closing)."""
     it = aiter(source)
     stopped = asyncio.ensure_future(stop.wait())
+    nxt: asyncio.Future[T] | None = None
     try:
         while True:
             nxt = asyncio.ensure_future(anext(it))
             await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not nxt.done():
-                nxt.cancel()
-                # Let the cancellation land before closing the generator it is running in.
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
                 return
             try:
                 yield nxt.result()
@@ -369,6 +433,11 @@ async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator
                 return
     finally:
         stopped.cancel()
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
+            # Let the cancellation land before closing the generator it is running in.
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await nxt
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -382,19 +451,16 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     source = MicSource(options.device, retry=options.retry)  # opens lazily; errors name the device
     engine = _load_engine(options)
     detector = _live_detector(engine, options, [output], observers).start()
+    output.model_line(detector.model, detector.threshold)
     # Ctrl+C / SIGTERM end the capture like the end of a file: pending windows scored, summary printed.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # A closed stdout (`| head`) ends it too.
     try:
-        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
-        await session.run(_until(source, stop))
+        async with _stoppable(output) as (stop, _):
+            session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
+            await session.run(_until(source, stop))
     except AudioInputError:  # the device vanished: reported as an input_error event, what it gave scored
         return EXIT_FAILED
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await detector.aclose()
         engine.close()
         lost = source.overflows + source.device_overflows
@@ -414,15 +480,27 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, even
 
     logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
+    servers: list[DetectorServer] = []
     sinks = []
-    if options.json:
-        sinks.append(JsonLinesSink(stdout))
-    elif not options.quiet:
-        sinks.append(ConsoleSink(ConsoleView(stdout, color=options.color, show_stream=True)))
+    shown = JsonLinesSink(stdout) if options.json else None if options.quiet else ConsoleSink(
+        ConsoleView(stdout, color=options.color, show_stream=True))
+    if shown is not None:
+        def to_stdout(ev) -> None:
+            nonlocal shown
+            if shown is None:
+                return
+            try:
+                shown(ev)
+            except BrokenPipeError:  # `| head` is done with us: stop as on SIGTERM
+                shown = None
+                silence(stdout)
+                if servers:
+                    servers[0].shutdown()
+
+        sinks.append(to_stdout)
     if event_log is not None:
         sinks.append(event_log)
     engine = _load_engine(options)
-    servers: list[DetectorServer] = []
     task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
                                             on_ready=servers.append))
     try:
@@ -447,7 +525,7 @@ def _file_observers(files: list[Path], options: DetectorOptions, stderr: TextIO)
 
     def written(path: Path) -> None:
         if not options.quiet:
-            print(f"realtime-detect: timeline written to {path}", file=stderr, flush=True)
+            print(f"realtime-detect: timeline written to {printable(str(path))}", file=stderr, flush=True)
 
     targets = {str(f): t for f, t in zip(files, plot_targets(options.plot, files))}
     return [TimelinePlotter(targets, written)]
@@ -474,7 +552,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         try:
             print(list_devices(), file=stdout)
         except RealtimeError as e:
-            print(f"realtime-detect: {e}", file=stderr)
+            print(f"realtime-detect: {printable(str(e))}", file=stderr)
             return EXIT_FAILED
         return EXIT_OK
     if not args.input:
@@ -509,7 +587,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             paths = [DEMO_CLIP if x == "demo" else Path(x) for x in args.input]
             files = expand_inputs(paths)
             if not files:
-                print(f"realtime-detect: no audio files found in {' '.join(args.input)}", file=stderr)
+                print(f"realtime-detect: no audio files found in {printable(' '.join(args.input))}", file=stderr)
                 return EXIT_FAILED
             output = Output(options, stdout, stderr, show_stream=len(files) > 1, event_log=event_log)
             emit_windows = not options.offline or args.windows
@@ -536,10 +614,13 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             return asyncio.run(_run_mic(options, output, stderr))
         ap.error(f"--input {kind}: not available in this build")
     except (EngineError, CheckpointError, MissingExtraError, RealtimeError, ValueError) as e:
-        print(f"realtime-detect: {e}", file=stderr)
+        print(f"realtime-detect: {printable(str(e))}", file=stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout's reader left while something other than an event was written
+        silence(stdout)
+        return EXIT_OK
     finally:
         if event_log is not None:
             event_log.close()  # the loop is gone: write what is queued, sync, close

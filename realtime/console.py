@@ -10,12 +10,13 @@ output encoding cannot represent them.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TextIO
 
 from .events import ErrorEvent, ScoreEvent, SummaryEvent
 
-__all__ = ["use_color", "format_score", "format_summary", "format_error", "ConsoleView", "BAR_WIDTH"]
+__all__ = ["use_color", "format_score", "format_summary", "format_error", "printable", "ConsoleView", "BAR_WIDTH"]
 
 BAR_WIDTH = 12
 
@@ -30,6 +31,19 @@ _STYLE = {
 _NAMES = {"spoof": "SPOOF", "bonafide": "BONAFIDE", "no_speech": "NO SPEECH"}
 _UNICODE = {"full": "█", "empty": "░", "none": "·", "dash": "–"}
 _ASCII = {"full": "#", "empty": "-", "none": ".", "dash": "-"}
+
+
+# Characters a terminal acts on rather than shows: C0/C1 controls (ESC starts a sequence that can
+# clear the screen or move the cursor; a newline forges a line), DEL, line/paragraph separators,
+# bidirectional overrides (text that reads differently than it is), lone surrogates
+# (undecodable bytes of a file name, which would not even encode).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped (``\x1b``, ``\n``,
+    ``\u202e``); file names and stream ids come from whoever named the file or the stream."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def use_color(stream: TextIO | None = None) -> bool:
@@ -64,7 +78,7 @@ def format_score(ev: ScoreEvent, *, color: bool = False, show_stream: bool = Fal
     g = _UNICODE if unicode else _ASCII
     head = f"[{ev.start_s:5.1f}{g['dash']}{ev.end_s:5.1f} s]"
     if show_stream:
-        head = f"{ev.stream} {head}"
+        head = f"{printable(ev.stream)} {head}"
     p = ev.spoof_probability
     if p is None:
         bar, prob = g["none"] * BAR_WIDTH, "  - "
@@ -93,12 +107,12 @@ def format_summary(ev: SummaryEvent, *, color: bool = False) -> str:
         details.append(f"{ev.shed} shed")
     if ev.model:
         details.append(ev.model)
-    return f"{ev.stream}: {verdict} ({', '.join(details)})"
+    return f"{printable(ev.stream)}: {verdict} ({', '.join(details)})"
 
 
 def format_error(ev: ErrorEvent, *, color: bool = False) -> str:
-    where = f" {ev.stream}" if ev.stream else ""
-    return f"{_paint('error', 'error', color)} [{ev.code}]{where}: {ev.message}"
+    where = f" {printable(ev.stream)}" if ev.stream else ""
+    return f"{_paint('error', 'error', color)} [{ev.code}]{where}: {printable(ev.message)}"
 
 
 class ConsoleView:

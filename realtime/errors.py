@@ -85,4 +85,4 @@ class BufferOverrunError(RealtimeError):
 
 
 class EventSchemaError(RealtimeError, ValueError):
-    """A dict or JSON document that is not a valid event of the schema (DESIGN.md section 4)."""
+    """A dict or JSON document that is not a valid event of the schema (docs/protocol.md)."""

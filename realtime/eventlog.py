@@ -10,7 +10,7 @@ shared by many servers: ``--events redis://HOST:PORT/STREAM`` (:mod:`realtime.ev
 ``--events postgresql://...`` (:mod:`realtime.eventlog_postgres`).
 
 What is recorded: ``score`` events (alerts are score events with ``"alert": true``),
-``summary`` and ``error`` events, exactly as the clients get them (DESIGN.md section 4);
+``summary`` and ``error`` events, exactly as the clients get them (docs/protocol.md);
 ``ready`` replies are not. Restarting on the same file appends.
 
 Batches. The sink only appends the event to a queue (the event loop never touches the
@@ -34,7 +34,8 @@ logged once per ``warn_every_s``, and written into the log itself as an ``error`
 with code ``events_dropped`` as soon as the writer catches up. Summaries and errors are
 never dropped (there are a few per stream, so they cannot grow without bound). A batch that
 cannot be written (disk full, I/O error) is counted as ``failed`` and logged; the writer
-goes on with the next one.
+goes on with the next one; its error line is repeated at most once per ``warn_every_s``, and
+a store that cannot even be closed (``/dev/full``) is one more error line, never a traceback.
 
 Network stores (Redis, PostgreSQL) can be down for a while (a restart, a failover). Their
 ``_write`` raises :class:`SinkUnavailable` then: the writer keeps the batch, reconnects with
@@ -51,6 +52,7 @@ are never made to wait for the disk.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -139,6 +141,7 @@ class EventLog:
         self._scores = 0  # score events in _queue (what max_queue bounds)
         self._dropped_unrecorded = 0  # dropped since the last events_dropped record
         self._last_warning = -float("inf")
+        self._last_report: dict[str, float] = {}  # writer thread only
         self._closing = False
         self._stats = EventLogStats()
         self._held = 0  # events of the batch being retried (counted in stats().queued)
@@ -237,7 +240,18 @@ class EventLog:
             if dirty:
                 self._sync_logged()
         finally:
-            self._close()
+            try:
+                self._close()
+            except (OSError, sqlite3.Error) as e:  # the thread ends either way; say so once
+                log.error("event log %s: close failed (%s: %s)", self.target, type(e).__name__, e)
+
+    def _report(self, kind: str, message: str) -> None:
+        """An error line for a failing disk, at most one per ``warn_every_s`` for each kind:
+        a full disk fails every batch, and the counts are in :meth:`stats` anyway."""
+        now = time.monotonic()
+        if now - self._last_report.get(kind, -float("inf")) >= self.options.warn_every_s:
+            self._last_report[kind] = now
+            log.error("event log %s: %s", self.target, message)
 
     def uids(self, batch: list[Event]) -> list[str]:
         """Ids for the events of ``batch``, unique across logs and restarts, and the same each
@@ -295,7 +309,8 @@ class EventLog:
         with self._cond:
             self._held = 0
             self._stats.failed += len(batch)
-        log.error("event log %s: %d events not written (%s: %s)", self.target, len(batch), type(e).__name__, e)
+            failed = self._stats.failed
+        self._report("write", f"{failed} events not written so far ({type(e).__name__}: {e})")
         return False
 
     #: Errors of ``_write`` that lose the batch (counted as failed); others are bugs.
@@ -305,7 +320,7 @@ class EventLog:
         try:
             self._sync()
         except OSError as e:
-            log.error("event log %s: fsync failed (%s)", self.target, e)
+            self._report("sync", f"fsync failed ({e})")
 
     def _write(self, batch: list[Event]) -> None:
         raise NotImplementedError
@@ -346,8 +361,9 @@ class JsonlEventLog(EventLog):
     def __init__(self, path: str | Path, options: EventLogOptions | None = None) -> None:
         self.path = Path(path)
         try:
-            # Binary + our own newline handling: one write per batch, no text-layer surprises.
-            self._file = open(self.path, "a+b")  # noqa: SIM115 (closed by the writer thread)
+            # Unbuffered binary: a write that fails (disk full) leaves nothing behind in a buffer
+            # to fail again at close, and what it wrote in part is cut off again (_write).
+            self._file = open(self.path, "a+b", buffering=0)  # noqa: SIM115 (closed by the writer thread)
             _repair_tail(self._file, self.path)
             self._file.seek(0, os.SEEK_END)
         except OSError as e:
@@ -355,9 +371,16 @@ class JsonlEventLog(EventLog):
         super().__init__(str(self.path), options)
 
     def _write(self, batch: list[Event]) -> None:
-        data = "".join(ev.to_json() + "\n" for ev in batch).encode()
-        self._file.write(data)
-        self._file.flush()
+        data = memoryview("".join(ev.to_json() + "\n" for ev in batch).encode())
+        start = self._file.seek(0, os.SEEK_END)
+        try:
+            while data:
+                data = data[self._file.write(data):]
+        except OSError:
+            # A batch is committed whole or not at all: no torn line between good ones.
+            with contextlib.suppress(OSError):
+                self._file.truncate(start)
+            raise
 
     def _sync(self) -> None:
         os.fsync(self._file.fileno())

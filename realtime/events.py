@@ -1,4 +1,4 @@
-"""Event schema (DESIGN.md section 4): score, summary, error, and the WebSocket ready reply.
+"""Event schema (docs/protocol.md): score, summary, error, and the WebSocket ready reply.
 
 The same dicts go to JSON lines, WebSocket replies and the event log. Events validate
 on construction (a probability of 1.3 is a bug to catch where it is made) and normalise
@@ -37,7 +37,8 @@ ERROR_CODES = {
     "too_big": "message or stream over the configured limit",
     "busy": "server at capacity",
     "timeout": "no start message, or no audio, for too long",
-    "rate_limited": "too many messages per second",
+    "rate_limited": "too many WebSocket frames per second (messages, fragments, pings)",
+    "not_reading": "the client does not read what the server sends (pongs pile up)",
     "empty_stream": "stream ended without audio",
     "input_error": "the audio source failed mid-stream (device gone, read error); what it gave is scored",
     "engine_error": "the engine failed on a batch; its windows are not scored",
@@ -60,8 +61,10 @@ def _str(obj: Any, name: str, *, optional: bool = False) -> None:
         _fail(type(obj), name, v, "a non-empty string" + (" or null" if optional else ""))
 
 
-def _int(obj: Any, name: str) -> None:
+def _int(obj: Any, name: str, *, optional: bool = False) -> None:
     v = getattr(obj, name)
+    if v is None and optional:
+        return
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
         _fail(type(obj), name, v, "an integer >= 0")
     object.__setattr__(obj, name, int(v))
@@ -134,10 +137,12 @@ class ScoreEvent(_Event):
     ``tiled`` (a clip shorter than a window, repeated to fill it) appears in the dict only
     when true; ``shed`` (windows of this stream dropped under load since the previous
     event) only when non-zero. ``spoof_probability`` may be None only for ``no_speech``.
+    ``connection`` (server streams: the connection's number, which tells apart two clients
+    using one stream id) appears only when set, in every event of the stream.
     """
 
     type: ClassVar[str] = "score"
-    _optional: ClassVar[frozenset[str]] = frozenset({"tiled", "shed"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"tiled", "shed", "connection"})
 
     stream: str
     seq: int
@@ -150,6 +155,7 @@ class ScoreEvent(_Event):
     model: str
     tiled: bool = False
     shed: int = 0
+    connection: int | None = None
 
     def __post_init__(self) -> None:
         _str(self, "stream")
@@ -163,16 +169,17 @@ class ScoreEvent(_Event):
         _str(self, "model")
         _bool(self, "tiled")
         _int(self, "shed")
+        _int(self, "connection", optional=True)
 
     @classmethod
     def for_window(cls, window: Any, spoof_probability: float | None, label: str, alert: bool,
-                   model: str, scored_at: float, shed: int = 0) -> ScoreEvent:
+                   model: str, scored_at: float, shed: int = 0, connection: int | None = None) -> ScoreEvent:
         """Event for a :class:`~realtime.windowing.Window` scored at ``scored_at``
         (``time.monotonic()``); ``latency_ms`` is measured from the window's arrival."""
         return cls(stream=window.stream, seq=window.seq, start_s=window.start_s, end_s=window.end_s,
                    spoof_probability=spoof_probability, label=label, alert=alert,
                    latency_ms=max(0.0, (scored_at - window.arrival) * 1000.0), model=model,
-                   tiled=window.tiled, shed=shed)
+                   tiled=window.tiled, shed=shed, connection=connection)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -185,7 +192,7 @@ class ScoreEvent(_Event):
             d["tiled"] = True
         if self.shed:
             d["shed"] = self.shed
-        return d
+        return _with_connection(d, self.connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +204,7 @@ class SummaryEvent(_Event):
     """
 
     type: ClassVar[str] = "summary"
-    _optional: ClassVar[frozenset[str]] = frozenset({"model", "duration_s", "tiled"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"model", "duration_s", "tiled", "connection"})
 
     stream: str
     windows: int
@@ -207,6 +214,7 @@ class SummaryEvent(_Event):
     model: str | None = None
     duration_s: float | None = None
     tiled: bool = False
+    connection: int | None = None
 
     def __post_init__(self) -> None:
         _str(self, "stream")
@@ -217,6 +225,7 @@ class SummaryEvent(_Event):
         _int(self, "shed")
         _str(self, "model", optional=True)
         _num(self, "duration_s", optional=True)
+        _int(self, "connection", optional=True)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -229,7 +238,7 @@ class SummaryEvent(_Event):
             d["duration_s"] = round(self.duration_s, 3)
         if self.tiled:
             d["tiled"] = True
-        return d
+        return _with_connection(d, self.connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,17 +246,19 @@ class ErrorEvent(_Event):
     """A problem reported to the client; ``stream`` is None before a stream exists."""
 
     type: ClassVar[str] = "error"
-    _optional: ClassVar[frozenset[str]] = frozenset({"stream"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"stream", "connection"})
 
     code: str
     message: str
     stream: str | None = None
+    connection: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str) or not _CODE_RE.fullmatch(self.code):
             _fail(type(self), "code", self.code, "a code of [a-z0-9_] such as " + ", ".join(ERROR_CODES))
         _str(self, "message")
         _str(self, "stream", optional=True)
+        _int(self, "connection", optional=True)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type}
@@ -255,19 +266,23 @@ class ErrorEvent(_Event):
             d["stream"] = self.stream
         d["code"] = self.code
         d["message"] = self.message
-        return d
+        return _with_connection(d, self.connection)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadyEvent(_Event):
-    """Server's answer to a WebSocket ``start`` message (protocol v1)."""
+    """Server's answer to a WebSocket ``start`` message (protocol v1). ``threshold`` is the
+    model's: each model has its own (a page draws it); optional for older servers."""
 
     type: ClassVar[str] = "ready"
+    _optional: ClassVar[frozenset[str]] = frozenset({"threshold", "connection"})
 
     stream: str
     window_s: float
     hop_s: float
     model: str
+    threshold: float | None = None
+    connection: int | None = None
 
     def __post_init__(self) -> None:
         _str(self, "stream")
@@ -276,10 +291,21 @@ class ReadyEvent(_Event):
         if self.window_s <= 0 or self.hop_s <= 0:
             _fail(type(self), "window_s/hop_s", (self.window_s, self.hop_s), "positive seconds")
         _str(self, "model")
+        _num(self, "threshold", 0.0, 1.0, optional=True)
+        _int(self, "connection", optional=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "stream": self.stream, "window_s": round(self.window_s, 3),
-                "hop_s": round(self.hop_s, 3), "model": self.model}
+        d: dict[str, Any] = {"type": self.type, "stream": self.stream, "window_s": round(self.window_s, 3),
+                             "hop_s": round(self.hop_s, 3), "model": self.model}
+        if self.threshold is not None:
+            d["threshold"] = round(self.threshold, 4)
+        return _with_connection(d, self.connection)
+
+
+def _with_connection(d: dict[str, Any], connection: int | None) -> dict[str, Any]:
+    if connection is not None:
+        d["connection"] = connection
+    return d
 
 
 Event = Union[ScoreEvent, SummaryEvent, ErrorEvent, ReadyEvent]

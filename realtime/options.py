@@ -53,7 +53,8 @@ class DetectorOptions:
     start_timeout_s: float = 10.0  # a connection must send "start" within this
     max_realtime_factor: float = 4.0  # audio faster than this x real time is throttled (0: no limit)
     realtime_burst_s: float = 8.0  # seconds of audio a stream may send at once before throttling
-    max_messages_per_s: float = 500.0  # more messages per second (after a 2-s burst): rate_limited (0: none)
+    max_messages_per_s: float = 500.0  # more frames per second (after a 2-s burst): rate_limited (0: none)
+    max_backlog_bytes: int = 8 << 20  # audio read ahead of the realtime factor, per stream; then TCP pushes back
     # Durable event log (realtime.eventlog)
     events: str | None = None  # FILE.jsonl or sqlite:PATH
     events_fsync_s: float = 1.0  # fsync at most this long after a batch (0: every batch)

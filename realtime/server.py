@@ -1,4 +1,4 @@
-"""WebSocket server, protocol v1 (DESIGN.md section 5), on the websockets asyncio API.
+"""WebSocket server, protocol v1 (docs/protocol.md), on the websockets asyncio API.
 
     realtime-detect --input ws --port 8765 [--token T] [--allow-origin https://app.example]
 
@@ -39,7 +39,8 @@ stream ends inside a frame (after the summary)         bad_audio     1003
 missing or wrong token (start message)                 unauthorized  1008
 no ``start`` in ``start_timeout_s``; silent stream     timeout       1008
 text over 4 KiB, binary over ``max_message_bytes``     too_big       1009
-more than ``max_messages_per_s`` messages (flood)      rate_limited  1008
+more than ``max_messages_per_s`` frames (flood)        rate_limited  1008
+unread pongs over ``MAX_UNREAD_BYTES`` (ping flood)    not_reading   (dropped)
 at capacity or shutting down (at ``start``)            busy          1013
 ``end`` without any audio                              empty_stream  1000
 =====================================================  ============  ===========
@@ -55,20 +56,25 @@ same-origin check, not this. Binding a non-loopback address without a token rais
 
 Limits, per connection. Audio faster than ``max_realtime_factor`` times real time (a token
 bucket of ``realtime_burst_s`` seconds of audio, refilled at that factor) is *throttled*,
-not refused: the server stops reading the connection until the budget is back, so the
-library's receive queue fills and TCP pushes back on the sender. Nothing is lost, a file
-streamed as fast as possible simply arrives at (at most) 4x real time, and one client can
-never cost more than that factor in inference. Many tiny messages are a flood instead
-(each message costs the same fixed overhead, whatever its size): over
-``max_messages_per_s`` (after a burst of two seconds' worth) the stream is refused with
-``rate_limited``. Memory is bounded: one message is at most ``max_message_bytes`` (the
-library refuses bigger ones from the frame header, before reading them; the server sends
-the ``too_big`` event first), the library queues at most ``RECV_QUEUE`` messages, then the
-stream's fixed ring buffer (allocated untouched: see :func:`pin_mmap_threshold`), its
-pending windows in the batcher, and an outbound queue of ``send_queue`` events: a client
-that does not read its events loses the oldest score events (counted, logged at the end),
-never the summary, and never slows anybody else. All per-connection state lives in the
-handler's locals.
+not refused: the server goes on reading the connection into a backlog of at most
+``max_backlog_bytes`` (so the library answers the client's pings: its keepalive holds) and
+feeds the backlog to the stream at that factor; only past the backlog's bound does it stop
+reading and let TCP push back. Nothing is lost, a file streamed as fast as possible is scored
+at (at most) 4x real time, and one client can never cost more than that factor in inference.
+The feed goes one hop at a time, when the stream has room in the batcher, so the windows of
+one large message are never shed for arriving together. Many tiny frames are a flood instead
+(each costs the same fixed overhead, whatever its size): every frame (message, fragment,
+ping) counts against ``max_messages_per_s`` (after a burst of two seconds' worth), in the
+parser, and past it the client is refused with ``rate_limited`` and its socket closed.
+Memory is bounded: one message is at most ``max_message_bytes`` (the library refuses bigger
+ones from the frame header, before reading them; the server sends the ``too_big`` event
+first), the library queues at most ``RECV_QUEUE`` messages, then the backlog, the stream's
+fixed ring buffer (allocated untouched: see :func:`pin_mmap_threshold`), its pending windows
+in the batcher, an outbound queue of ``send_queue`` events (a client that does not read its
+events loses the oldest score events, counted, logged at the end, never the summary, and
+never slows anybody else), and ``MAX_UNREAD_BYTES`` of replies it has not read. Out of file
+descriptors, ``accept()`` failures are one log line per 10 s. All per-connection state lives
+in the handler's locals and its connection object.
 
 Whatever way a stream ends (``end``, a refusal, the client vanishing, shutdown), the windows
 it delivered are scored and its summary (or ``empty_stream`` error) goes to the shared sinks
@@ -83,6 +89,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import hmac
 import http
 import ipaddress
@@ -93,13 +100,16 @@ import os
 import re
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidState
@@ -110,12 +120,13 @@ from websockets.protocol import Protocol, State
 from .errors import AudioFormatError, EmptyStreamError, RealtimeError
 from .events import ErrorEvent, Event, ScoreEvent
 from .options import DetectorOptions
+from .pacing import Backlog, TokenBucket
 from .pcm import PCM_FORMATS, PcmDecoder
 from .session import LiveDetector, StreamSession
 
 __all__ = ["DetectorServer", "ProtocolError", "StartRequest", "parse_start", "run_server", "WEB_DIR",
            "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
-           "RECV_QUEUE", "InsecureBindError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
+           "RECV_QUEUE", "InsecureBindError", "ListenError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +135,9 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MIN_RATE, MAX_RATE, MAX_CHANNELS = 8000, 192000, 8
 MAX_TEXT_BYTES = 4096  # start and end messages are ~100 bytes; bigger text is abuse or a bug
 RECV_QUEUE = 4  # messages the library buffers per connection before TCP pushes back
+#: Replies (pongs, events) queued for a client that does not read them; past this it is closed.
+#: Events wait for the socket (write_limit, 32 KiB), so only pongs to a ping flood get here.
+MAX_UNREAD_BYTES = 256 * 1024
 _STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _WEB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
@@ -153,6 +167,10 @@ class ProtocolError(Exception):
         self.message = message
 
 
+class ListenError(RealtimeError):
+    """The server cannot listen where asked (port in use, address not on this machine)."""
+
+
 class InsecureBindError(RealtimeError, ValueError):
     """Listening beyond loopback without a token (and without ``insecure``)."""
 
@@ -165,27 +183,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """``rate`` tokens per second, at most ``capacity`` saved up; starts full.
-
-    :meth:`take` may go into debt and returns how long until the debt is repaid: the caller
-    chooses to wait (throttle) or to refuse.
-    """
-
-    rate: float
-    capacity: float
-    tokens: float = -1.0  # -1: full at the first take
-    stamp: float = 0.0
-
-    def take(self, n: float, now: float) -> float:
-        if self.tokens == -1.0:
-            self.tokens, self.stamp = self.capacity, now
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate) - n
-        self.stamp = now
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +276,9 @@ def _loopback_host(value: str) -> bool:
 
 def _token_ok(expected: str, given: str | None) -> bool:
     # Constant time: the comparison must not reveal how many leading characters were right.
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which is a wrong token, not a crash.
+    return given is not None and hmac.compare_digest(expected.encode("utf-8", "surrogatepass"),
+                                                     given.encode("utf-8", "surrogatepass"))
 
 
 def load_web_files(root: Path) -> dict[str, tuple[bytes, str]]:
@@ -297,35 +296,77 @@ def load_web_files(root: Path) -> dict[str, tuple[bytes, str]]:
     return files
 
 
+_connection_numbers = itertools.count(1)  # process-wide: two servers in one process never share one
+
+
 class _Connection(ServerConnection):
-    """A connection that tells the client *why* when the library fails it.
+    """A connection that tells the client *why* when the library fails it, and bounds what a
+    client may make the server do without reading or sending audio.
 
     websockets refuses an oversized frame from its header (1009), invalid UTF-8 (1007) and
     broken framing (1002) inside its parser, with only a close reason. Wrapping the
     protocol's ``fail`` lets us send the ``error`` event first, like every other refusal;
     the handler then finds :attr:`refusal` set and logs it.
+
+    Every frame counts against ``frame_rate`` (a message, each of its fragments, a ping), in
+    the parser, before any work is done for it: a flood of empty fragments or pings is refused
+    within its burst. A client whose unread replies pass :data:`MAX_UNREAD_BYTES` (it sends
+    pings and never reads the pongs) is dropped.
     """
 
-    def __init__(self, protocol: Protocol, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, protocol: Protocol, *args: Any, frame_rate: float = 0.0, **kwargs: Any) -> None:
         super().__init__(protocol, *args, **kwargs)  # type: ignore[arg-type]
         self.stream_id: str | None = None
+        self.number = next(_connection_numbers)  # in every event of its stream, and in clip names
         self.refusal: ProtocolError | None = None
         library_fail = protocol.fail
+        library_recv_frame = protocol.recv_frame
+        frames = TokenBucket(frame_rate, 2 * frame_rate) if frame_rate > 0 else None
 
         def fail(code: int, reason: str = "") -> None:
             if protocol.state is State.OPEN and code in _LIBRARY_REFUSALS and self.refusal is None:
                 message = reason or "invalid WebSocket frame"
                 if code == CLOSE_TOO_BIG:
                     message += f"; at most {protocol.max_message_size} bytes per message: send smaller frames"
-                self.refusal = ProtocolError(_LIBRARY_REFUSALS[code], code, message)
-                ev = ErrorEvent(code=self.refusal.code, message=message, stream=self.stream_id)
-                try:
-                    protocol.send_text(ev.to_json().encode())
-                except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
-                    pass
+                self._tell(ProtocolError(_LIBRARY_REFUSALS[code], code, message))
             library_fail(code, reason)
 
+        def recv_frame(frame: Any) -> None:
+            if frames is not None and frames.take(1.0, time.monotonic()) > 0:
+                if self.refusal is None and protocol.state is State.OPEN:
+                    self._tell(ProtocolError(
+                        "rate_limited", CLOSE_POLICY,
+                        f"more than {frame_rate:g} WebSocket frames per second (each message, fragment and ping "
+                        "counts); send fewer, larger messages (20-100 ms of audio each)"))
+                    library_fail(CLOSE_POLICY, "rate_limited")
+                # Leaves the parser's loop: the rest of what was read is discarded unparsed.
+                raise WebSocketProtocolError("frame rate limit")
+            library_recv_frame(frame)
+
         protocol.fail = fail  # type: ignore[method-assign]
+        protocol.recv_frame = recv_frame  # type: ignore[method-assign]
+
+    def _tell(self, refusal: ProtocolError) -> None:
+        """Record the refusal and send its error event (before the library's close frame); then
+        close the socket once they are written: the library would read (and discard) whatever
+        a hostile client goes on sending until it deigns to close."""
+        self.refusal = refusal
+        ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id,
+                        connection=self.number if self.stream_id else None)
+        try:
+            self.protocol.send_text(ev.to_json().encode())
+        except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
+            pass
+        self.loop.call_soon(self.transport.close)  # after data_received has written them out
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        unread = self.transport.get_write_buffer_size()
+        if unread > MAX_UNREAD_BYTES and not self.transport.is_closing():
+            if self.refusal is None:
+                self.refusal = ProtocolError("not_reading", CLOSE_POLICY,
+                                             f"{unread} bytes of replies unread (pongs to its pings); dropped")
+            self.transport.abort()
 
 
 class _Outbox:
@@ -408,12 +449,14 @@ class DetectorServer:
         for name in ("max_realtime_factor", "max_messages_per_s"):
             if not 0 <= getattr(o, name) < float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0 (0: no limit), got {getattr(o, name)}")
+        if o.max_backlog_bytes < o.max_message_bytes:
+            raise ValueError(f"max_backlog_bytes must be >= max_message_bytes ({o.max_message_bytes}), "
+                             f"got {o.max_backlog_bytes}")
         if not 0 < o.realtime_burst_s < float("inf"):
             raise ValueError(f"realtime_burst_s must be > 0 seconds, got {o.realtime_burst_s}")
         self.web_files = load_web_files(web_root)
         self.flush_s = flush_s
         self.drain_s = drain_s
-        self._ids = itertools.count(1)
         self._active = 0  # streams between ready and close (a count, not a registry)
         self._all_done = asyncio.Event()
         self._all_done.set()
@@ -432,7 +475,7 @@ class DetectorServer:
         self._server = await serve(
             self._handler, o.host, o.port,
             process_request=self._process_request,
-            create_connection=_Connection,
+            create_connection=partial(_Connection, frame_rate=o.max_messages_per_s),  # type: ignore[arg-type]
             compression=None,  # PCM does not deflate well, and deflate state costs ~100 KB per client
             max_size=o.max_message_bytes,  # bigger: refused from the frame header, with an error event
             max_queue=RECV_QUEUE,
@@ -554,8 +597,7 @@ class DetectorServer:
 
     # -- WebSocket side --------------------------------------------------------------------
 
-    async def _recv(self, ws: ServerConnection, timeout: float | None = None) -> str | bytes:
-        timeout = self.options.idle_timeout_s if timeout is None else timeout
+    async def _recv(self, ws: ServerConnection, timeout: float) -> str | bytes:
         try:
             async with asyncio.timeout(timeout):
                 return await ws.recv()  # cancelling recv() loses no data
@@ -590,41 +632,49 @@ class DetectorServer:
             raise ProtocolError("busy", CLOSE_BUSY, "server shutting down; retry later")
         if self._active >= self.options.max_connections:
             raise ProtocolError("busy", CLOSE_BUSY, f"{self.options.max_connections} streams open; retry later")
-        return start, start.stream or f"ws-{next(self._ids)}"
+        return start, start.stream or f"ws-{ws.number}"
 
-    async def _receive(self, ws: ServerConnection, session: StreamSession, decoder: PcmDecoder,
-                       rate: int) -> None:
-        """Audio until ``end``; returns at ``end``, raises ProtocolError or ConnectionClosed."""
-        o = self.options
-        loop = asyncio.get_running_loop()
-        audio = TokenBucket(o.max_realtime_factor, o.realtime_burst_s) if o.max_realtime_factor > 0 else None
-        messages = TokenBucket(o.max_messages_per_s, 2 * o.max_messages_per_s) if o.max_messages_per_s > 0 else None
+    async def _next_message(self, ws: ServerConnection, backlog: Backlog) -> str | bytes:
+        """The next message. The idle timeout counts from when the stream's audio has all been
+        fed: a client that sent minutes at once and waits for its scores is not idle, we are."""
+        limit = self.options.idle_timeout_s
         while True:
-            msg = await self._recv(ws)
-            if messages is not None and messages.take(1.0, loop.time()) > 0:
-                raise ProtocolError("rate_limited", CLOSE_POLICY,
-                                    f"more than {o.max_messages_per_s:g} messages per second; send fewer, "
-                                    "larger frames (20-100 ms of audio each)")
-            if isinstance(msg, bytes):
-                frames = decoder.decode(msg)
-                if frames.shape[0]:
-                    try:
-                        await session.push(frames)  # live streams shed, never wait
-                    except AudioFormatError as e:
-                        raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, str(e)) from None
-                    if audio is not None:
-                        wait = audio.take(frames.shape[0] / rate, loop.time())
-                        if wait > 0:  # throttle: not reading makes TCP push back on the client
-                            await asyncio.sleep(wait)
-                continue
-            if len(msg) > MAX_TEXT_BYTES:
-                raise _too_big_text(msg)
-            kind = _message_type(msg)
-            if kind == "end":
-                return
-            raise ProtocolError("bad_request", CLOSE_POLICY,
-                                f"text message of type {_show(kind)} not understood; after start, send binary "
-                                'PCM frames and {"type":"end"}')
+            since = backlog.starved_since
+            left = limit if since is None else limit - (time.monotonic() - since)
+            if left <= 0:
+                raise ProtocolError("timeout", CLOSE_POLICY, f"no message for {limit:g} s; idle connections are closed")
+            try:
+                async with asyncio.timeout(left):
+                    return await ws.recv()  # cancelling recv() loses no data
+            except TimeoutError:
+                continue  # look again: the feed may have been busy all along
+
+    async def _read(self, ws: ServerConnection, backlog: Backlog) -> str | bytes | None:
+        """Binary messages into ``backlog`` until ``end``, as fast as they come: reading on while
+        the stream is throttled keeps the client's pings answered. Then waits for a message after
+        ``end`` (returned: a protocol error). A fault ends the backlog with it, returns None."""
+        try:
+            while True:
+                msg = await self._next_message(ws, backlog)
+                if isinstance(msg, bytes):
+                    await backlog.put(msg)  # waits at the backlog's limit: TCP pushes back
+                    continue
+                if len(msg) > MAX_TEXT_BYTES:
+                    raise _too_big_text(msg)
+                kind = _message_type(msg)
+                if kind == "end":
+                    break
+                raise ProtocolError("bad_request", CLOSE_POLICY,
+                                    f"text message of type {_show(kind)} not understood; after start, send binary "
+                                    'PCM frames and {"type":"end"}')
+        except (ProtocolError, ConnectionClosed) as e:
+            backlog.fail(e)
+            return None
+        backlog.close()
+        try:
+            return await ws.recv()  # nothing may follow "end"
+        except ConnectionClosed:
+            return None
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, _Connection)
@@ -652,36 +702,42 @@ class DetectorServer:
 
     async def _serve_stream(self, ws: _Connection, start: StartRequest, stream_id: str,
                             outbox: _Outbox) -> None:
-        session = self.detector.open_stream(stream_id, start.sample_rate, start.channels, sinks=[outbox])
+        o = self.options
+        session = self.detector.open_stream(stream_id, start.sample_rate, start.channels, sinks=[outbox],
+                                            connection=ws.number)
         decoder = PcmDecoder(start.format, start.channels)
         ws.stream_id = stream_id
-        ready = self.detector.ready(stream_id)
+        ready = self.detector.ready(stream_id, ws.number)
         for sink in session.sinks:
             sink(ready)
-        receiver = asyncio.create_task(self._receive(ws, session, decoder, start.sample_rate))
+        backlog = Backlog(o.max_backlog_bytes)
+        feed = _Feed(session, decoder, backlog, start.sample_rate, self.detector.window.hop_s)
+        reader = asyncio.create_task(self._read(ws, backlog))
+        pace = TokenBucket(o.max_realtime_factor, o.realtime_burst_s) if o.max_realtime_factor > 0 else None
+        feeder = asyncio.create_task(feed.run(pace))
         stopping = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait((receiver, stopping), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((feeder, stopping), return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         code, reason = CLOSE_NORMAL, "end of stream"
         late: ProtocolError | None = None  # a fault found after "end": reported after the summary
-        after_end: asyncio.Task[str | bytes] | None = None
         gone = False
         try:
-            if not receiver.done():  # shutdown: what arrived so far is scored and summarised
-                receiver.cancel()
+            if not feeder.done():  # shutdown: what arrived so far is scored (unpaced) and summarised
                 code, reason = CLOSE_GOING_AWAY, "server shutting down"
-                try:
-                    await receiver
-                except asyncio.CancelledError:
-                    pass
+                reader.cancel()
+                feeder.cancel()
+                await asyncio.wait((feeder,))
+                if feeder.cancelled():
+                    backlog.close()
+                    await feed.run(None)
+                else:
+                    feeder.result()
             else:
-                receiver.result()
+                feeder.result()
                 if decoder.pending_bytes:
                     late = ProtocolError("bad_audio", CLOSE_UNSUPPORTED, (
                         f"stream ended inside a frame: the last {decoder.pending_bytes} byte(s) are not a whole "
                         f"{decoder.frame_bytes}-byte frame ({start.format}, {start.channels} channel(s)); dropped"))
-                # Anything the client sends after "end" is a protocol error; keep listening.
-                after_end = asyncio.create_task(ws.recv())
         except ProtocolError as e:
             self._log_refusal(ws, e, stream_id)
             session.error(e.code, e.message)  # to the client and to the shared sinks
@@ -698,13 +754,11 @@ class DetectorServer:
             await session.finish()
         except EmptyStreamError as e:
             session.error("empty_stream", str(e))
-        if after_end is not None:
-            extra = _message_after_end(after_end)  # always: it also cancels the read
-            late = late or extra
-        # The receiver's exception (re-raised above) has this frame in its traceback, and this
-        # frame holds the receiver: a cycle that would keep the session's buffers until the
-        # cyclic GC runs. Drop our end of it.
-        receiver = after_end = None  # noqa: F841
+        extra = _message_after_end(reader)  # always: it also cancels the read
+        late = late or extra
+        # A task's exception has this frame in its traceback, and this frame holds the task: a
+        # cycle that would keep the session's buffers until the cyclic GC runs. Drop our end.
+        reader = feeder = feed = backlog = None  # type: ignore[assignment]  # noqa: F841
         if gone:
             outbox.task.cancel()
             return
@@ -713,6 +767,43 @@ class DetectorServer:
             session.error(late.code, late.message)
             code, reason = late.close, late.code
         await outbox.close(code, reason, self.flush_s)
+
+
+class _Feed:
+    """A stream's backlog into its session: at most ``pace``'s rate (None: as fast as the
+    batcher takes it), one hop of audio at a time, each only when the stream has room for its
+    windows. So a within-limits client never has windows shed for arriving together (one
+    large message holds many); only an overloaded server sheds (``max_delay_ms``, ``max_queue``).
+    """
+
+    def __init__(self, session: StreamSession, decoder: PcmDecoder, backlog: Backlog, rate: int,
+                 hop_s: float) -> None:
+        self.session, self.decoder, self.backlog, self.rate = session, decoder, backlog, rate
+        self.step = max(1, int(hop_s * rate))  # frames per push: at most two windows complete
+        self.rest: np.ndarray | None = None  # frames taken from the backlog, not yet pushed
+
+    async def run(self, pace: TokenBucket | None) -> None:
+        """Until the backlog ends; raises its failure, or ProtocolError for bad audio. Safe to
+        cancel: nothing taken is lost, a later run goes on from there."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.rest is None or not self.rest.shape[0]:
+                msg = await self.backlog.get()
+                if msg is None:
+                    return
+                self.rest = self.decoder.decode(msg)
+                continue
+            n = min(self.step, self.rest.shape[0])
+            if pace is not None:
+                wait = pace.take(n / self.rate, loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await self.session.wait_room(2)
+            piece, self.rest = self.rest[:n], self.rest[n:]  # no await between taking and pushing
+            try:
+                await self.session.push(piece)  # live streams shed, never wait
+            except AudioFormatError as e:
+                raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, str(e)) from None
 
 
 def _message_type(msg: str) -> object:
@@ -724,14 +815,16 @@ def _message_type(msg: str) -> object:
     return data.get("type") if isinstance(data, dict) else None
 
 
-def _message_after_end(task: asyncio.Task[str | bytes]) -> ProtocolError | None:
-    """Cancel the post-``end`` read; a message it got is an error (a closed connection is not)."""
+def _message_after_end(task: asyncio.Task[str | bytes | None]) -> ProtocolError | None:
+    """Cancel the read after ``end``; a message it got is an error (a closed connection is not)."""
     if not task.done():
         task.cancel()
         return None
     if task.cancelled() or task.exception() is not None:
         return None
     msg = task.result()
+    if msg is None:
+        return None
     if isinstance(msg, bytes):
         what = f"binary message of {len(msg)} bytes"
     else:
@@ -773,13 +866,54 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, nbytes))
 
 
+class _AcceptErrors:
+    """The loop's exception handler, except for ``accept()`` failing for lack of descriptors.
+
+    asyncio logs that with a traceback up to ``backlog`` times a tick and retries every second:
+    ~90,000 lines in 15 s at ``ulimit -n 32``. Here it is one line per ``interval_s``, with the
+    count; serving resumes by itself when descriptors are freed.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self.count = 0
+        self._last = -float("inf")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and context.get("message", "").startswith("socket.accept() out of")):
+            loop.default_exception_handler(context)
+            return
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            log.error("cannot accept connections: %s (%d failed accept() since the last report); retrying "
+                      "every second; raise the open-file limit (ulimit -n) or lower --max-connections",
+                      exc.strerror or exc, self.count)
+            self.count = 0
+
+
 async def run_server(detector: LiveDetector, options: DetectorOptions | None = None, *,
                      on_ready: Callable[[DetectorServer], None] | None = None, **kwargs: Any) -> None:
     """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here."""
     pin_mmap_threshold()  # a server runs for days: memory must go back when streams end
+    asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
     detector.start()
     server = DetectorServer(detector, options, **kwargs)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as e:  # the port is taken, the address is not ours: one line, not a traceback
+        await detector.aclose()  # its worker thread must not be torn down by the exit (ORT aborts)
+        o = server.options
+        if e.errno == errno.EADDRINUSE:
+            raise ListenError(f"port {o.port} on {o.host} is already in use; choose another with --port "
+                              "(0: any free one)") from None
+        raise ListenError(f"cannot listen on {o.host}:{o.port}: "
+                          f"{os.strerror(e.errno) if e.errno else e}") from None
+    except BaseException:
+        await detector.aclose()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -787,7 +921,8 @@ async def run_server(detector: LiveDetector, options: DetectorOptions | None = N
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
     o = server.options
-    log.info("listening on ws://%s:%d%s (model %s)", o.host, server.port, STREAM_PATH, detector.model)
+    log.info("listening on ws://%s:%d%s (model %s, threshold %.2f: each model has its own)", o.host, server.port,
+             STREAM_PATH, detector.model, detector.threshold)
     if on_ready is not None:
         on_ready(server)
     await server.wait_closed()

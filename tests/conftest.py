@@ -36,6 +36,25 @@ def speech(seconds: float = 4.0, index: int = 0) -> np.ndarray:
     return np.resize(audio, n).astype(np.float32)
 
 
+def accounted_seqs(sheds: list[int]) -> list[int]:
+    """The seq numbers a stream's score events must carry when no window is missing, given each
+    event's ``shed`` (windows shed under load just before it: counted, so not lost)."""
+    seqs, nxt = [], 0
+    for shed in sheds:
+        nxt += shed
+        seqs.append(nxt)
+        nxt += 1
+    return seqs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A PortAudio call blocked in C never sees pytest-timeout's signal: the thread method
+    # (dump every stack, end the run) is the only one that ends such a hang.
+    for item in items:
+        if item.get_closest_marker("audio") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(600, method="thread"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

@@ -153,7 +153,29 @@ def use_in_process(pa: PulseAudio, monkeypatch: object) -> None:
     rescan_portaudio()
 
 
-def rescan_portaudio() -> None:
-    """Re-initialise PortAudio so it probes the ALSA devices again (with the current environment)."""
+def rescan_portaudio(timeout: float = 20.0) -> None:
+    """Re-initialise PortAudio so it probes the ALSA devices again (with the current environment).
+
+    In a daemon thread, bounded: PortAudio's terminate can block for good on a sound server
+    that went away, and a test must fail rather than hang the run.
+    """
+    import threading
+
     from realtime.sources.mic import _rescan, _sounddevice
-    _rescan(_sounddevice())
+
+    sd = _sounddevice()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _rescan(sd)
+        except BaseException as e:  # reported in the caller's thread
+            failure.append(e)
+
+    t = threading.Thread(target=run, name="portaudio-rescan", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"PortAudio did not re-initialise within {timeout:g} s")
+    if failure:
+        raise failure[0]

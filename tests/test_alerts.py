@@ -117,3 +117,46 @@ def test_clip_writer_saves_wav_and_json(tmp_path) -> None:
     assert sr == 16000
     np.testing.assert_array_equal(y, x)
     assert json.loads(wav.with_suffix(".json").read_text())["seq"] == 3
+
+
+def test_clip_names_never_collide(tmp_path) -> None:
+    """A dot in the stream id stays in the name (not taken for a suffix); the same id and seq
+    twice (a restart, two clients) keep both clips."""
+    w = AlertClipWriter(tmp_path)
+    x = speech(4.0, 0)
+    for seq in (1, 2, 2):
+        w.save(ScoreEvent(stream="call.7", seq=seq, start_s=0.5 * seq, end_s=4 + 0.5 * seq, spoof_probability=0.9,
+                          label="spoof", alert=True, latency_ms=1.0, model="m"), x)
+    w.close()
+    assert w.saved == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "call.7-000001.json", "call.7-000001.wav", "call.7-000002-2.json", "call.7-000002-2.wav",
+        "call.7-000002.json", "call.7-000002.wav"]
+
+
+def test_two_clients_with_one_stream_id_keep_every_alert_clip(tmp_path) -> None:
+    """Server, --save-alerts: two clients both call their stream "call.7"; every alerting
+    window of each keeps its own clip, and the events (and clips) tell the clients apart."""
+    import asyncio
+    from dataclasses import replace
+
+    from tests.test_server import OPTS, client, running, s16
+    from tests.test_session import FakeEngine
+
+    opts = replace(OPTS, save_alerts=tmp_path)
+    start = {"type": "start", "sample_rate": 16000, "format": "s16le", "stream": "call.7"}
+
+    async def main() -> list:
+        async with running(FakeEngine(prob=0.95), options=opts) as server:
+            return await asyncio.gather(client(server, start, s16(speech(10.0, 0))),
+                                        client(server, start, s16(speech(10.0, 1))))
+
+    results = asyncio.run(main())
+    alerts = [e for events, _ in results for e in events if e.type == "score" and e.alert]
+    assert len({e.connection for e in alerts}) == 2 and len(alerts) >= 2 * 10
+    for events, close in results:
+        assert close == 1000 and len({e.connection for e in events}) == 1
+    clips = sorted(tmp_path.glob("*.json"))
+    assert len(clips) == len(alerts) and len(list(tmp_path.glob("*.wav"))) == len(alerts)
+    saved = sorted((json.loads(p.read_text())["connection"], json.loads(p.read_text())["seq"]) for p in clips)
+    assert saved == sorted((e.connection, e.seq) for e in alerts)

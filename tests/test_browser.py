@@ -32,7 +32,7 @@ def real_server(checkpoint: Path, *extra: str) -> Iterator[int]:
     """The CLI's WebSocket server on a free port (serving realtime/web/ at /); yields the port."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
-         "--model", str(checkpoint), "--engine", "onnx", *extra],
+         "--model", str(checkpoint), "--engine", "onnx", "--max-delay-ms", "600000", *extra],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     try:
@@ -108,13 +108,16 @@ def test_page_streams_fake_microphone_and_charts_scores(chromium, checkpoints, s
                 " points: document.getElementById('chart').dataset.points,"
                 " verdict: document.getElementById('verdict').dataset.label,"
                 " meta: document.getElementById('meta').textContent,"
+                " threshold: document.getElementById('threshold').textContent,"
                 " errors: window.__rtd.errors, message: document.getElementById('message').hidden})")
             shot = await page.screenshot(tmp_path / "browser.png")
             return state, shot, list(browser.console)
 
-    with real_server(checkpoints["specrnet"]) as port:
+    # Not 0.50, the page's fallback: the threshold drawn is the one the server's "ready" sent.
+    with real_server(checkpoints["specrnet"], "--threshold", "0.3") as port:
         state, shot, console = asyncio.run(asyncio.wait_for(run(port), 240))
     events = state["events"]
+    assert state["threshold"] == "0.30"
     assert not [c for c in console if c.startswith("exception")], console
     assert state["errors"] == [] and state["message"] is True  # no error shown
     # Score events from the real server for the whole clip: 4-s windows every 0.5 s, in order,

@@ -154,3 +154,64 @@ def test_events_log_records_what_json_prints(checkpoints: dict[str, Path], mixed
         with pytest.raises(SystemExit) as e:
             main(["--input", "ws", flag, value], stdout=io.StringIO(), stderr=io.StringIO())
         assert e.value.code == 2
+
+
+def cli_process(*args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "realtime.cli", *args], cwd=REPO, stdout=stdout,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_port_in_use_is_one_line_and_exit_1() -> None:
+    """Three tries (an abort in ONNX Runtime's teardown came once in four): never a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for _ in range(3):
+            cli = cli_process("--input", "ws", "--port", str(port), "--engine", "onnx")
+            out, err = cli.communicate(timeout=120)
+            assert cli.returncode == 1, err
+            assert err.splitlines() == [f"realtime-detect: port {port} on 127.0.0.1 is already in use; "
+                                        "choose another with --port (0: any free one)"]
+
+
+@pytest.mark.parametrize("mode", [["--speed", "8"], ["--offline", "--windows"]])
+def test_stdout_closed_by_its_reader_ends_the_run_quietly(mode: list[str]) -> None:
+    """`realtime-detect ... --json | head -1`: no BrokenPipe traceback, exit 0, and it stops
+    (a paced replay of the demo would otherwise go on for seconds)."""
+    cli = cli_process("--input", "demo", "--json", "--engine", "onnx", *mode)
+    try:
+        first = cli.stdout.readline()
+        assert json.loads(first)["type"] == "score"
+        cli.stdout.close()  # what `head -1` does after its line
+        err = cli.stderr.read()
+        assert cli.wait(60) == 0, err
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+    assert err == ""
+
+
+def test_ctrl_c_during_replay_scores_what_arrived_and_summarises() -> None:
+    """SIGINT during a paced replay: the windows so far, then the file's summary; exit 130."""
+    import signal
+
+    cli = cli_process("--input", "demo", "--json", "--engine", "onnx", "--speed", "2")
+    try:
+        first = cli.stdout.readline()
+        assert json.loads(first)["type"] == "score"
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+    assert cli.returncode == 130, err
+    events = [json.loads(line) for line in (first + out).splitlines()]
+    scores = [e for e in events if e["type"] == "score"]
+    assert events[-1]["type"] == "summary" and events[-1]["windows"] == len(scores) >= 1
+    assert events[-1]["duration_s"] < sf.info(REPO / "realtime" / "assets" / "demo.flac").duration
+    assert "Traceback" not in err

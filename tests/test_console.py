@@ -88,3 +88,34 @@ def test_console_view_writes_lines(monkeypatch):
 def test_summary_variants():
     assert format_summary(SummaryEvent("a.flac", 1, 0.1234, "bonafide")) == "a.flac: BONAFIDE 0.12 (1 window)"
     assert format_summary(SummaryEvent("a.flac", 4, None, "no_speech")) == "a.flac: NO SPEECH (4 windows)"
+
+
+def test_control_characters_in_names_are_escaped(tmp_path):
+    """A file named to clear the screen and forge a verdict line prints escaped, on one line
+    (real CLI, real speech); the same for an error about such a file."""
+    import soundfile as sf
+
+    from realtime.cli import main
+    from tests.conftest import speech
+
+    evil = tmp_path / "x\x1b[2J\x1b[H\nfake.wav: BONAFIDE 0.01 (9 windows)\u202e.wav"
+    sf.write(evil, speech(4.5, 0), 16000)
+    broken = tmp_path / "y\x1b]0;pwned\x07.wav"
+    broken.write_bytes(b"RIFF not really a wav")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--input", str(evil), str(broken), "--offline", "--model", "specrnet", "--engine", "onnx",
+                 "--no-color"], stdout=out, stderr=err)
+    assert code == 1
+    for text in (out.getvalue(), err.getvalue()):
+        assert not any(c in text for c in "\x1b\x07\u202e"), repr(text)
+    model, *lines = out.getvalue().splitlines()
+    assert model.startswith("model specrnet-") and "each model has its own threshold" in model
+    assert len(lines) == 1 and "\\x1b[2J\\x1b[H\\nfake.wav" in lines[0] and "\\u202e" in lines[0]
+    assert "\\x1b]0;pwned\\x07" in err.getvalue() and len(err.getvalue().splitlines()) == 1
+
+
+def test_printable_keeps_ordinary_names():
+    from realtime.console import printable
+
+    assert printable("réunion 2024-05 (copie).wav") == "réunion 2024-05 (copie).wav"
+    assert printable("a\tb\x7fc\x9bd\udcff") == "a\\tb\\x7fc\\x9bd\\udcff"

@@ -5,6 +5,8 @@ the window of the main test is saved there as dashboard.png (docs/dashboard.png 
 """
 from __future__ import annotations
 
+import asyncio
+
 import io
 import json
 import os
@@ -60,8 +62,13 @@ class Recorder:
         self.threshold: float | None = None
         self.frontend: FrontEndConfig | None = None
 
+        self.stdout_closed = asyncio.Event()  # as the CLI's Output: never closed here
+
     def __call__(self, ev) -> None:  # as the CLI's Output
         self.events.append(ev)
+
+    def model_line(self, model: str, threshold: float) -> None:  # as the CLI's Output
+        pass
 
     def engine_ready(self, engine, threshold: float, hop_s: float) -> None:
         self.threshold = threshold
@@ -348,7 +355,8 @@ def test_cli_websocket_server_with_dashboard(qtbot, checkpoints: dict[str, Path]
     QtCore.QTimer.singleShot(0, close_when_both_streams_are_done)
     out, err = io.StringIO(), io.StringIO()
     code = main(["--input", "ws", "--port", str(port), "--json", "--model", str(checkpoints["specrnet"]),
-                 "--engine", "onnx", "--dashboard"], stdout=out, stderr=err)
+                 "--engine", "onnx", "--dashboard", "--max-delay-ms", "600000"],  # none shed for lateness
+                stdout=out, stderr=err)
     for c in clients:
         c.join(10)
     assert code == 0, err.getvalue()

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from realtime.eventlog import (EventLogError, EventLogOptions, JsonlEventLog, SqliteEventLog,
                                open_event_log)
 from realtime.events import ErrorEvent, ReadyEvent, ScoreEvent, SummaryEvent, parse_event
-from tests.conftest import speech
+from tests.conftest import accounted_seqs, speech
 from tests.server_process import ServerProcess
 
 
@@ -161,7 +161,7 @@ def test_a_batch_that_cannot_be_written_is_counted_and_logged(tmp_path: Path, ca
         log.close()
     assert log.stats().failed == 1 and log.stats().written == 1
     assert jsonl_events(path) == [score("a", 1)]
-    assert any("1 events not written (OSError" in r.getMessage() and "No space left" in r.getMessage()
+    assert any("1 events not written so far (OSError" in r.getMessage() and "No space left" in r.getMessage()
                for r in caplog.records)
 
 
@@ -223,6 +223,7 @@ async def stream_until(url: str, name: str, audio: bytes, received: list, end: b
         sender.cancel()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_loses_no_committed_event_and_restart_appends(checkpoints, spec: str) -> None:
     audio = [s16(np.resize(speech(10.0, i), 16000 * 14)) for i in range(2)]
 
@@ -244,9 +245,10 @@ def test_sigkill_mid_stream_loses_no_committed_event_and_restart_appends(checkpo
         client_scores = {e.seq: e for e in got if e.type == "score"}
         assert len(client_scores) >= 12
         mine = [e for e in logged if e.type == "score" and e.stream == f"s{i}"]
-        # The log holds a gap-free prefix of the stream, seq 0..k, each once (so every score the
-        # client got up to the last committed batch is there) ...
-        assert [e.seq for e in mine] == list(range(len(mine))) and mine
+        # The log holds a gap-free prefix of the stream, each window once (so every score the
+        # client got up to the last committed batch is there). A busy machine sheds windows: a
+        # shed window has no event, and the next event counts it in ``shed`` - not a loss.
+        assert mine and [e.seq for e in mine] == accounted_seqs([e.shed for e in mine])
         # ... identical to what the client got (the log may also hold scores the client had not
         # read yet when the server died).
         assert all(e == client_scores[e.seq] for e in mine if e.seq in client_scores)
@@ -264,3 +266,30 @@ def test_sigkill_mid_stream_loses_no_committed_event_and_restart_appends(checkpo
     again = read_log(spec)
     assert again[:len(logged)] == logged
     assert again[len(logged):] == got[1:]
+
+
+def test_a_full_disk_is_counted_and_reported_and_shutdown_stays_clean(checkpoints) -> None:
+    """``--events /dev/full``: every batch fails (ENOSPC), is counted (/healthz) and reported in
+    a few lines; SIGTERM still drains the stream and exits 0, without a traceback."""
+    import subprocess
+
+    from tests.server_process import connect_when_listening
+
+    with ServerProcess(checkpoints["specrnet"], "--events", "/dev/full", stdout=subprocess.DEVNULL) as server:
+        ws = connect_when_listening(server.port)
+        with ws:
+            ws.send(json.dumps({"type": "start", "sample_rate": 16000, "format": "s16le", "stream": "full"}))
+            ws.send(s16(speech(6.0, 0)))
+            ws.send(json.dumps({"type": "end"}))
+            got = []
+            while not got or got[-1].type != "summary":
+                got.append(parse_event(ws.recv(timeout=60)))
+        for _ in range(500):  # the writer's batches reach the disk shortly after the events
+            if server.health()["event_log"]["failed"] >= 6:
+                break
+            threading.Event().wait(0.01)
+        assert server.health()["event_log"]["failed"] == 6  # 5 scores and the summary
+        assert server.stop() == 0
+    assert not [line for line in server.log if "Traceback" in line or "Exception in thread" in line], server.log
+    failures = [line for line in server.log if "event log /dev/full" in line]
+    assert failures and len(failures) <= 3 and "No space left" in failures[0], server.log

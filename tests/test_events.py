@@ -1,8 +1,9 @@
-"""Event schema: DESIGN.md examples round-trip byte for byte; bad events are refused."""
+"""Event schema: the examples here and in the docs round-trip byte for byte; bad events are refused."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from realtime.errors import EventSchemaError
 from realtime.events import ErrorEvent, ReadyEvent, ScoreEvent, SummaryEvent, parse_event
 from realtime.windowing import StreamWindower
 
-DESIGN_LINES = [
+EXAMPLE_LINES = [
     '{"type":"score","stream":"mic","seq":17,"start_s":8.5,"end_s":12.5,'
     '"spoof_probability":0.93,"label":"spoof","alert":true,"latency_ms":6.1,"model":"specrnet-1a2b3c4d"}',
     '{"type":"summary","stream":"call-42","windows":118,"spoof_probability":0.88,"label":"spoof","shed":0}',
@@ -22,8 +23,19 @@ DESIGN_LINES = [
 ]
 
 
-@pytest.mark.parametrize("line", DESIGN_LINES)
-def test_design_examples_round_trip_exactly(line):
+def doc_lines() -> list[str]:
+    """The lines of every ```json block of docs/protocol.md and README.md."""
+    from tests.conftest import REPO
+
+    lines = []
+    for doc in (REPO / "docs" / "protocol.md", REPO / "README.md"):
+        for block in re.findall(r"```json\n(.*?)```", doc.read_text(encoding="utf-8"), re.DOTALL):
+            lines += block.splitlines()
+    return lines
+
+
+@pytest.mark.parametrize("line", EXAMPLE_LINES + doc_lines())
+def test_examples_round_trip_exactly(line):
     ev = parse_event(line, strict=True)
     assert ev.to_json() == line
     assert type(ev).from_dict(json.loads(line)) == ev

@@ -175,10 +175,12 @@ def test_realtime_pacing_takes_about_the_duration(tmp_path, speech):
     chunks = collect(FileSource(path, realtime=True, chunk_s=0.1))
     elapsed = time.monotonic() - t0
     assert sum(c.shape[0] for c, _ in chunks) == 16000
-    assert 0.8 <= elapsed < 3.0, elapsed
+    # Never faster than real time (x speed); how much slower is the machine's load, not ours
+    # (the schedule itself is checked without a clock in test_pacing_does_not_drift).
+    assert 0.8 <= elapsed, elapsed
     t0 = time.monotonic()
     collect(FileSource(path, realtime=True, chunk_s=0.1, speed=4.0))
-    assert 0.2 <= time.monotonic() - t0 < 0.75
+    assert 0.2 <= time.monotonic() - t0
 
 
 def test_pacing_does_not_drift(tmp_path, speech, monkeypatch):
@@ -233,3 +235,27 @@ def test_option_validation(tmp_path, speech, kwargs, msg):
     sf.write(path, speech[:1600], 16000)
     with pytest.raises(ValueError, match=msg):
         FileSource(path, **kwargs)
+
+
+def test_mp3_decoder_chatter_stays_off_stderr(tmp_path) -> None:
+    """A valid MP3 whose Xing header disagrees with the file size (trailing padding):
+    libmpg123 warns about it on fd 2 at every open; the CLI's stderr stays empty."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    import soxr
+
+    from tests.conftest import REPO, speech
+
+    mp3 = tmp_path / "padded.mp3"
+    sf.write(mp3, soxr.resample(speech(6.0, 0), 16000, 44100), 44100, format="MP3")
+    mp3.write_bytes(mp3.read_bytes() + b"\x00" * 20000)
+    raw = subprocess.run([sys.executable, "-c", f"import soundfile; soundfile.read({str(mp3)!r})"],
+                         capture_output=True, text=True, timeout=60)
+    assert raw.returncode == 0 and "Warning" in raw.stderr  # the chatter is real
+    for mode in (["--offline"], ["--speed", "20"]):
+        cli = subprocess.run([sys.executable, "-m", "realtime.cli", "--input", str(mp3), "--json", "--engine", "onnx",
+                              *mode], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0 and cli.stderr == "", cli.stderr
+        assert '"type":"summary"' in cli.stdout.splitlines()[-1]

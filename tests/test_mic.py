@@ -28,7 +28,7 @@ from realtime.sources.mic import (AudioDeviceError, CaptureRing, MicSource, MicU
 from realtime.windowing import StreamWindower
 
 from tests import pulse_helpers
-from tests.conftest import speech
+from tests.conftest import accounted_seqs, speech
 
 DEVICES = [
     {"name": "HDA Intel PCH: ALC3246 Analog (hw:0,0)", "max_input_channels": 2, "default_samplerate": 44100.0},
@@ -215,8 +215,13 @@ def pulse(tmp_path, monkeypatch):
     pa.start()
     pulse_helpers.use_in_process(pa, monkeypatch)
     yield pa
-    pa.stop()
-    pulse_helpers.rescan_portaudio()  # monkeypatch restores the env after this; devices then vanish
+    # PortAudio forgets the daemon while it still answers: terminating PortAudio after the daemon
+    # died could block for good (it hung the whole run once).
+    monkeypatch.undo()
+    try:
+        pulse_helpers.rescan_portaudio()
+    finally:
+        pa.stop()
 
 
 def best_alignment(x: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
@@ -366,6 +371,7 @@ def test_break_closes_the_stream_and_a_second_iteration_starts_fresh(pulse):
 
 
 @pytest.mark.audio
+@pytest.mark.slow
 def test_cli_scores_the_clip_played_into_the_microphone(tmp_path, checkpoints):
     """realtime-detect --input mic on a real PortAudio/PulseAudio stack: windows while the clip
     plays are speech (scored), and Ctrl+C ends with a summary."""
@@ -384,18 +390,27 @@ def test_cli_scores_the_clip_played_into_the_microphone(tmp_path, checkpoints):
              "--json", "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
             env={**os.environ, **pa.env}, cwd=Path(__file__).resolve().parents[1],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.0)  # engine loaded and capture running before the clip starts
-        assert pa.play(wav).wait(timeout=30) == 0
-        time.sleep(1.0)
-        cli.send_signal(signal.SIGINT)
-        out, err = cli.communicate(timeout=30)
+        try:
+            # The first window's event: the engine is loaded and the capture runs (however long
+            # that took on a busy machine) before the clip starts.
+            first = cli.stdout.readline()
+            assert first, cli.stderr.read()
+            assert pa.play(wav).wait(timeout=30) == 0
+            time.sleep(1.0)
+            cli.send_signal(signal.SIGINT)
+            out, err = cli.communicate(timeout=30)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait(10)
     assert cli.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in (first + out).splitlines()]
     scores = [e for e in events if e["type"] == "score"]
     assert events[-1]["type"] == "summary" and events[-1]["windows"] == len(scores)
-    assert [e["seq"] for e in scores] == list(range(len(scores)))
+    # Consecutive windows; one shed under load is counted by the next event, not missing.
+    assert [e["seq"] for e in scores] == accounted_seqs([e.get("shed", 0) for e in scores])
     assert all(e["end_s"] - e["start_s"] == pytest.approx(4.0) for e in scores)
     # ~9 s captured (2 s before, 6 s clip, 1 s after): the windows inside the clip hold speech.
     speech_windows = [e for e in scores if e["label"] != "no_speech"]
-    assert len(scores) >= 8 and len(speech_windows) >= 4, [(e["end_s"], e["label"]) for e in scores]
+    assert len(scores) >= 7 and len(speech_windows) >= 4, [(e["end_s"], e["label"]) for e in scores]
     assert all(0.0 <= e["spoof_probability"] <= 1.0 for e in speech_windows)

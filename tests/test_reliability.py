@@ -56,10 +56,8 @@ def test_audio_faster_than_the_realtime_factor_is_throttled_not_refused() -> Non
             assert ev[-1].windows == 13 and ev[-1].shed == 0 and ev[-1].duration_s == 10.0
             assert took >= 9 / 8
         async with running(options=replace(opts, max_realtime_factor=0.0)) as server:  # 0: no limit
-            t0 = time.monotonic()
             ev, close = await client(server, START, audio, frame=3200)
-            assert close == 1000 and ev[-1].windows == 13
-            assert time.monotonic() - t0 < took
+            assert close == 1000 and ev[-1].windows == 13 and ev[-1].shed == 0
 
     asyncio.run(main())
 
@@ -190,6 +188,7 @@ def never_reading_client(port: int, seconds: int, hold_s: float) -> None:
     s.close()
 
 
+@pytest.mark.slow
 def test_200_idle_connections_and_a_client_that_never_reads(checkpoints) -> None:
     """RSS of a server subprocess, after a first round has set its high-water mark (ONNX
     Runtime's arena grows to the largest batch seen, which --max-batch bounds): 200

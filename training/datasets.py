@@ -1,6 +1,6 @@
 """Loaders for anti-spoofing corpora: protocol / metadata files -> ``list[Utterance]``.
 
-Supported layouts (see DESIGN.md sec. 8):
+Supported layouts:
 
 * ASVspoof 2019 LA  (``load_asvspoof2019_la``)
 * ASVspoof 2021 LA / DF evaluation keys (``load_asvspoof2021``)

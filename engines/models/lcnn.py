@@ -17,7 +17,7 @@ frequency band: artefacts are local in time but sit at specific frequencies). Wi
 log-power front end that leaves 32 channels x 32 bands = 1,024 inputs to FC 160.
 
 Parameters: 158,016 in the convolutional body (independent of input size) + 164,241 in the head
-= 322,257 trainable parameters for 513 bins. DESIGN.md quotes about 371K for the paper's
+= 322,257 trainable parameters for 513 bins. The design notes quoted about 371K for the paper's
 fixed-input variant; the difference is only the width of the flattened input to FC 160. The last
 FC gives one spoof logit instead of two classes.
 """

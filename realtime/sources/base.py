@@ -1,4 +1,4 @@
-"""The Source contract (DESIGN.md section 3)."""
+"""The Source contract."""
 
 from __future__ import annotations
 

@@ -8,9 +8,16 @@ becomes an :class:`~realtime.errors.AudioInputError` naming the file and the rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import os
+import re
+import sys
+import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +25,8 @@ import soundfile as sf
 
 from ..errors import AudioInputError, NonFiniteAudioError
 from ..resample import MAX_CHANNELS, MAX_RATE, MIN_RATE
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FileSource", "read_audio", "accepted_formats"]
 
@@ -28,6 +37,39 @@ def accepted_formats() -> str:
     names = [n for n in ("WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64") if n in have]
     names = ["OGG/Vorbis/Opus" if n == "OGG" else n for n in names]
     return f"{', '.join(names)}... via libsndfile {sf.__libsndfile_version__}"
+
+
+_FD2 = threading.Lock()  # one capture of fd 2 at a time
+
+
+@contextlib.contextmanager
+def _decoder_chatter_to_log() -> Iterator[None]:
+    """Keep what C decoders write straight to fd 2 off the user's stderr, logged at DEBUG.
+
+    libmpg123 (libsndfile's MP3 decoder) prints "Warning: Xing stream size off..." and
+    "Note: Illegal Audio-MPEG-Header..." for files that decode fine, dozens per file. Python's
+    own writes to stderr meanwhile (a log line from another thread) are caught too: they are
+    passed on to the real stderr unless they look like that chatter.
+    """
+    with _FD2, tempfile.TemporaryFile() as tmp:
+        with contextlib.suppress(ValueError, OSError):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if _CHATTER.match(line):
+                    log.debug("decoder: %s", line)
+                else:
+                    print(line, file=sys.stderr)
+
+
+_CHATTER = re.compile(r"(Warning|Note|Error|\[[^]]*mpg123[^]]*\])[: ]", re.IGNORECASE)
 
 
 def _open(path: Path) -> sf.SoundFile:
@@ -43,7 +85,8 @@ def _open(path: Path) -> sf.SoundFile:
     if st.st_size == 0:
         raise AudioInputError(path, "empty file (0 bytes)")
     try:
-        f = sf.SoundFile(path)
+        with _decoder_chatter_to_log():
+            f = sf.SoundFile(path)
     except sf.LibsndfileError as e:
         detail = f"; libsndfile: {e.error_string}" if getattr(e, "error_string", "") else ""
         raise AudioInputError(
@@ -68,7 +111,10 @@ def _open(path: Path) -> sf.SoundFile:
 
 def _read(f: sf.SoundFile, path: Path, frames: int, done: int) -> np.ndarray:
     try:
-        return f.read(frames, dtype="float32", always_2d=True)
+        if f.format != "MP3":  # the only chatty decoder: the others need no fd juggling
+            return f.read(frames, dtype="float32", always_2d=True)
+        with _decoder_chatter_to_log():
+            return f.read(frames, dtype="float32", always_2d=True)
     except sf.LibsndfileError as e:
         raise AudioInputError(
             path, f"decoding failed after {done} frames (truncated or corrupt file?): {e.error_string}"

@@ -1,6 +1,6 @@
 """Microphone input through PortAudio (python-sounddevice), as a :class:`~realtime.sources.Source`.
 
-Threading (DESIGN.md section 6): PortAudio calls :meth:`MicSource._callback` on its own
+Threading: PortAudio calls :meth:`MicSource._callback` on its own
 thread. The callback only copies ``indata`` into a preallocated ring (single producer,
 single consumer: the callback alone advances the write count, the event loop alone the
 read count, each published after its copy), counts overflows and, when the event loop
