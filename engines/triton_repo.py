@@ -19,13 +19,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engines.backends.triton_backend import INPUT, OUTPUT, SHA_PARAMETER
 from engines.checkpoint import ONNX_NAME, ModelConfig, read_config, verify_file
 from engines.errors import EngineError, MissingExtraError
 
 BACKENDS = ("onnxruntime", "python")
 KINDS = ("cpu", "gpu")
-SHA_PARAMETER = "realtime_detect_onnx_sha256"
-INPUT, OUTPUT = "waveform", "logit"
 PYTHON_MODEL = Path(__file__).resolve().parent / "triton_model.py"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
