@@ -105,7 +105,11 @@ class TritonServer:
             # Own process group: the Python stubs are the server's children and go with it.
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        self._wait_ready(models)
+        try:
+            self._wait_ready(models)
+        except BaseException:
+            self.close(remove=False)  # stubs a half-started server left behind; the log stays
+            raise
         return self
 
     def _wait_ready(self, models: list[str]) -> None:
@@ -125,7 +129,6 @@ class TritonServer:
                 time.sleep(0.2)
         finally:
             client.close()
-        self.close(remove=False)
         self._failed(f"tritonserver not ready after {self.start_timeout_s:g} s")
 
     def _failed(self, what: str) -> None:
