@@ -8,10 +8,14 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.checkpoint import INT8_NAME, ONNX_NAME, read_config, resolve_dir, verify_int8
 from engines.engine import Engine
 from engines.errors import CheckpointError, EngineError, MissingExtraError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engines.backends.triton_backend import TritonOptions
 
 __all__ = ["Engine", "EngineError", "CheckpointError", "MissingExtraError", "load", "resolve_model",
            "available_engines", "SHIPPED_MODELS", "ENGINE_CHOICES"]
@@ -19,7 +23,8 @@ __all__ = ["Engine", "EngineError", "CheckpointError", "MissingExtraError", "loa
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = ("specrnet", "resmax")
 # onnx-int8 is opt-in: auto never picks it (its scores differ slightly from the float32 model's).
-ENGINE_CHOICES = ("auto", "onnx", "onnx-int8", "torch", "cuda", "tensorrt")
+# triton is opt-in too: it needs a server (--triton-url).
+ENGINE_CHOICES = ("auto", "onnx", "onnx-int8", "torch", "cuda", "tensorrt", "triton")
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -64,6 +69,10 @@ def available_engines(model: str | Path | None = None) -> list[EngineStatus]:
                        else f"torch {torch.__version__} sees no CUDA GPU")
     out.append(EngineStatus("cuda", cuda_ok, cuda_reason))
     out.append(_tensorrt_status(cuda_ok))
+    has_triton = importlib.util.find_spec("tritonclient") is not None
+    out.append(EngineStatus("triton", has_triton, "gRPC client of a Triton server (needs --triton-url; opt-in)"
+                            if has_triton else "tritonclient is not installed: pip install 'realtime-detect[triton]'"
+                            " -c constraints.txt"))
     return out
 
 
@@ -92,12 +101,22 @@ def _tensorrt_status(cuda_ok: bool) -> EngineStatus:
 
 
 def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int = 1, max_batch: int = 64,
-         device: str | None = None) -> Engine:
-    """Load a checkpoint into an engine; ``auto`` picks the fastest available here."""
+         device: str | None = None, triton: TritonOptions | None = None) -> Engine:
+    """Load a checkpoint into an engine; ``auto`` picks the fastest available here.
+
+    ``triton`` (where the server is) is required by, and only used by, engine ``triton``.
+    """
     if engine not in ENGINE_CHOICES:
         raise EngineError(f"engine {engine!r} is not known; accepted: {ENGINE_CHOICES}")
+    if (engine == "triton") != (triton is not None):
+        raise EngineError("engine 'triton' needs --triton-url grpc://HOST:PORT" if triton is None
+                          else f"--triton-url is for engine 'triton', not {engine!r}")
     folder = resolve_model(model)
     config = read_config(folder)
+    if engine == "triton":
+        from engines.backends.triton_backend import TritonEngine
+
+        return TritonEngine(config, triton, max_batch=max_batch)
     if engine == "auto":
         status = {s.name: s for s in available_engines()}
         if status["tensorrt"].available and (folder / ONNX_NAME).is_file():

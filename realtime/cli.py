@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--engine", "-e", default="auto", choices=ENGINE_CHOICES,
                      help="inference backend; auto: TensorRT, then CUDA, then ONNX Runtime on the CPU"
                      " (onnx-int8, the quantized network on the CPU, only when asked for)")
+    mdl.add_argument("--triton-url", default=None, metavar="grpc://HOST:PORT",
+                     help="with --engine triton: the Triton server's gRPC address (extra: triton)")
+    mdl.add_argument("--triton-model", default=None, metavar="NAME",
+                     help="with --engine triton: the served model's name (default: the checkpoint's architecture)")
+    mdl.add_argument("--triton-timeout", dest="triton_timeout_s", type=float, default=2.0, metavar="SECONDS",
+                     help="with --engine triton: deadline of one inference call (default 2)")
     mdl.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     mdl.add_argument("--max-batch", type=int, default=64, help="most windows per engine call (default 64)")
     mdl.add_argument("--hop", dest="hop_s", type=float, default=0.5, help="seconds between window starts (default 0.5)")
@@ -238,6 +244,17 @@ def options_from_args(args: argparse.Namespace) -> DetectorOptions:
 
 
 def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    if args.engine == "triton" and not args.triton_url:
+        ap.error("--engine triton needs --triton-url grpc://HOST:PORT (the Triton server's gRPC port)")
+    if args.engine != "triton" and (args.triton_url or args.triton_model):
+        ap.error(f"--triton-url/--triton-model are for --engine triton, not --engine {args.engine}")
+    if args.engine == "triton":
+        from engines.backends.triton_backend import TritonOptions
+
+        try:
+            TritonOptions(args.triton_url, args.triton_model, args.triton_timeout_s)
+        except RuntimeError as e:  # EngineError: a malformed URL or timeout is a usage error
+            ap.error(str(e))
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: must be at least 1")
     if args.max_batch < 1:
@@ -301,7 +318,6 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
                      observers: Sequence[RunObserver] = ()) -> int:
     """Score ``paths`` one after another; ``observers`` (dashboard, --plot) see every window
     even when ``emit_windows`` is off, which only keeps window events from ``output``."""
-    import engines
     from realtime.filerun import FileScorer
 
     def emit(ev) -> None:
@@ -316,7 +332,7 @@ async def _run_files(paths: list[Path], options: DetectorOptions, output: Output
 
     if not options.offline:
         return await _run_paced_files(paths, options, output, observers)
-    engine = engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
+    engine = _load_engine(options)
     scorer = FileScorer(engine, options, emit, on_window if observers else None)
     output.model_line(engine.model_id, scorer.threshold)
     for o in observers:
@@ -377,7 +393,13 @@ async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: 
 def _load_engine(options: DetectorOptions):
     import engines
 
-    return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch)
+    triton = None
+    if options.engine == "triton":
+        from engines.backends.triton_backend import TritonOptions
+
+        triton = TritonOptions(options.triton_url or "", options.triton_model, options.triton_timeout_s)
+    return engines.load(options.model, options.engine, threads=options.threads, max_batch=options.max_batch,
+                        triton=triton)
 
 
 def _live_detector(engine, options: DetectorOptions, sinks: list, observers: Sequence[RunObserver]):

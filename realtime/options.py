@@ -11,7 +11,10 @@ from .alerts import AlertOptions
 class DetectorOptions:
     # Model and engine
     model: str = "specrnet"  # shipped name or checkpoint folder
-    engine: str = "auto"  # auto | onnx | torch | cuda | tensorrt
+    engine: str = "auto"  # auto | onnx | onnx-int8 | torch | cuda | tensorrt | triton
+    triton_url: str | None = None  # engine triton: grpc://HOST:PORT
+    triton_model: str | None = None  # engine triton: served model name (None: the architecture)
+    triton_timeout_s: float = 2.0  # engine triton: deadline of one inference call
     threads: int = 1  # inference threads (ONNX Runtime intra-op / torch)
     max_batch: int = 64  # micro-batcher: most windows per engine call
     max_wait_ms: float = 5.0  # micro-batcher: longest a window waits for company

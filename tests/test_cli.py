@@ -106,6 +106,8 @@ def test_list_engines(checkpoints: dict[str, Path]) -> None:
     assert main(["--list-engines"], stdout=out) == 0
     text = out.getvalue()
     assert "onnx" in text and "tensorrt" in text and "cuda" in text and "onnx-int8" in text
+    triton = next(line for line in text.splitlines() if " triton " in line)
+    assert ("--triton-url" in triton) if triton.startswith("yes") else ("realtime-detect[triton]" in triton)
     out = io.StringIO()
     assert main(["--list-engines", "--model", str(checkpoints["specrnet"])], stdout=out) == 0
     int8 = next(line for line in out.getvalue().splitlines() if " onnx-int8 " in line)
@@ -215,3 +217,15 @@ def test_ctrl_c_during_replay_scores_what_arrived_and_summarises() -> None:
     assert events[-1]["type"] == "summary" and events[-1]["windows"] == len(scores) >= 1
     assert events[-1]["duration_s"] < sf.info(REPO / "realtime" / "assets" / "demo.flac").duration
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--engine", "triton"], "--engine triton needs --triton-url grpc://HOST:PORT"),
+    (["--engine", "onnx", "--triton-url", "grpc://127.0.0.1:8001"], "are for --engine triton, not --engine onnx"),
+    (["--engine", "triton", "--triton-url", "http://127.0.0.1:8000"], "--triton-url 'http://127.0.0.1:8000': expected grpc://HOST:PORT"),
+    (["--engine", "triton", "--triton-url", "grpc://h:1", "--triton-timeout", "0"], "--triton-timeout 0.0: must be between"),
+])
+def test_triton_options_are_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--input", "demo", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
