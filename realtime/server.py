@@ -299,6 +299,10 @@ def load_web_files(root: Path) -> dict[str, tuple[bytes, str]]:
 _connection_numbers = itertools.count(1)  # process-wide: two servers in one process never share one
 
 
+# How long a refused connection's socket stays open, half-closed, for its error to be read.
+LINGER_S = 2.0
+
+
 class _Connection(ServerConnection):
     """A connection that tells the client *why* when the library fails it, and bounds what a
     client may make the server do without reading or sending audio.
@@ -319,6 +323,7 @@ class _Connection(ServerConnection):
         self.stream_id: str | None = None
         self.number = next(_connection_numbers)  # in every event of its stream, and in clip names
         self.refusal: ProtocolError | None = None
+        self.lingering = False  # refused and half-closed: input is discarded until the socket closes
         library_fail = protocol.fail
         library_recv_frame = protocol.recv_frame
         frames = TokenBucket(frame_rate, 2 * frame_rate) if frame_rate > 0 else None
@@ -348,8 +353,10 @@ class _Connection(ServerConnection):
 
     def _tell(self, refusal: ProtocolError) -> None:
         """Record the refusal and send its error event (before the library's close frame); then
-        close the socket once they are written: the library would read (and discard) whatever
-        a hostile client goes on sending until it deigns to close."""
+        end the connection once they are written, without waiting for a hostile client that goes
+        on sending: half-close (FIN after the frames), discard what still arrives, close after
+        LINGER_S. Closing at once with unread input would make the kernel send a reset, and the
+        client could lose the error it is owed."""
         self.refusal = refusal
         ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id,
                         connection=self.number if self.stream_id else None)
@@ -357,9 +364,21 @@ class _Connection(ServerConnection):
             self.protocol.send_text(ev.to_json().encode())
         except (InvalidState, WebSocketProtocolError):  # closing already: nothing more to say
             pass
-        self.loop.call_soon(self.transport.close)  # after data_received has written them out
+        self.loop.call_soon(self._linger)  # after data_received has written them out
+
+    def _linger(self) -> None:
+        self.lingering = True
+        if self.transport.is_closing():
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # sent once the write buffer has drained
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # refused: what the client still sends is dropped unread
         super().data_received(data)
         unread = self.transport.get_write_buffer_size()
         if unread > MAX_UNREAD_BYTES and not self.transport.is_closing():

@@ -58,9 +58,20 @@ def test_figure_draws_the_events(checkpoints: dict[str, Path], clips: list[Path]
     """The drawn data equal the run's events: probability at window centres, threshold, waveform."""
     import asyncio
 
-    events: list = []
+    class Collect(list):
+        """The CLI's Output as far as _run_files uses it: events, the model line, a stdout never closed."""
+
+        stdout_closed = asyncio.Event()
+
+        def __call__(self, ev) -> None:
+            self.append(ev)
+
+        def model_line(self, model: str, threshold: float) -> None:
+            pass
+
+    events = Collect()
     options = DetectorOptions(model=str(checkpoints["specrnet"]), engine="onnx", offline=True)
-    assert asyncio.run(_run_files([clips[0]], options, events.append, True)) == 0
+    assert asyncio.run(_run_files([clips[0]], options, events, True)) == 0
     scores = [e for e in events if isinstance(e, ScoreEvent)]
     summary = events[-1]
     assert isinstance(summary, SummaryEvent) and len(scores) == 13
