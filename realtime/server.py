@@ -354,9 +354,10 @@ class _Connection(ServerConnection):
     def _tell(self, refusal: ProtocolError) -> None:
         """Record the refusal and send its error event (before the library's close frame); then
         end the connection once they are written, without waiting for a hostile client that goes
-        on sending: half-close (FIN after the frames), discard what still arrives, close after
-        LINGER_S. Closing at once with unread input would make the kernel send a reset, and the
-        client could lose the error it is owed."""
+        on sending: half-close (FIN after the frames), stop reading (a flood backs up in its own
+        socket instead of being read and thrown away), close after LINGER_S. Closing at once with
+        unread input would make the kernel send a reset at once, and a client that reads could
+        lose the error it is owed."""
         self.refusal = refusal
         ev = ErrorEvent(code=refusal.code, message=refusal.message, stream=self.stream_id,
                         connection=self.number if self.stream_id else None)
@@ -372,6 +373,7 @@ class _Connection(ServerConnection):
             return
         if self.transport.can_write_eof():
             self.transport.write_eof()  # sent once the write buffer has drained
+            self.transport.pause_reading()
             self.loop.call_later(LINGER_S, self.transport.close)
         else:
             self.transport.close()
