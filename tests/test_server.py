@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from realtime.events import parse_event
 from realtime.options import DetectorOptions
-from realtime.server import DetectorServer, parse_start, ProtocolError
+from realtime.server import LINGER_S, DetectorServer, ProtocolError, parse_start
 from realtime.session import LiveDetector
 from tests.conftest import speech
 from tests.test_session import FakeEngine
@@ -163,7 +163,8 @@ def test_errors_after_start() -> None:
                 assert err.code == "bad_request" and "not understood" in err.message
             ev, close = await client(server, start, b"")  # end without audio
             assert close == 1000 and [e.type for e in ev] == ["ready", "error"] and ev[1].code == "empty_stream"
-            for _ in range(100):  # the handler may still be unwinding when the client sees the close
+            # A refused connection lingers half-closed for LINGER_S before its handler ends.
+            for _ in range(int(100 * (LINGER_S + 3))):
                 if server.health()["streams"] == 0:
                     break
                 await asyncio.sleep(0.01)

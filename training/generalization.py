@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ import numpy as np
 from engines.errors import EngineError, MissingExtraError
 from training.config import TrainConfig
 from training.metrics import eer_from_spoof_scores
+from training.train import threshold_from_logit
 
 __all__ = ["DEFAULT_FOLDS", "ProtocolOptions", "FoldPlan", "plan_folds", "run", "build_matrix", "main"]
 
@@ -258,9 +258,7 @@ def build_matrix(folds: Sequence[dict[str, Any]], out: Path, recipe: dict[str, A
         if len(vals) == len(folds):
             curve.append({"epoch": e + 1, "mean_monitor_eer": float(np.mean(vals))})
     best_epoch = min(curve, key=lambda c: c["mean_monitor_eer"])["epoch"] if curve else None
-    threshold = None
-    if pooled_thr is not None:
-        threshold = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, pooled_thr))))
+    threshold = threshold_from_logit(pooled_thr) if pooled_thr is not None else None
     return {
         "recipe": recipe,
         "folds": {f["fold"]: {"heldout": f["heldout"], "train_files": f["train_files"], "eval_files": f["eval_files"],
@@ -342,7 +340,7 @@ def apply_threshold(matrix_path: Path, checkpoint: Path) -> float:
     if m.get("threshold") is None or not m.get("complete"):
         raise ProtocolError(f"{matrix_path}: the protocol has not finished every fold; no threshold yet")
     det, mc = load_detector(checkpoint)
-    threshold = float(min(max(m["threshold"], 1e-6), 1 - 1e-6))
+    threshold = float(m["threshold"])
     metrics = {**mc.metrics, "threshold_from": "pooled held-out EER point of the leave-families-out protocol",
                "protocol_pooled_heldout_eer": m["pooled_heldout_eer"], "protocol_mean_heldout_eer": m["mean_heldout_eer"]}
     save_checkpoint(det, checkpoint, architecture=mc.architecture, arch_params=mc.arch_params, export_onnx=True,
