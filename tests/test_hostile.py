@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
-import struct
 import time
 from dataclasses import replace
 
@@ -21,9 +19,9 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.events import parse_event
 from tests.conftest import speech
+from tests.raw_websocket import client_frame, open_raw
 from tests.server_process import ServerProcess
 from tests.test_server import OPTS, client, running, s16, url
-from tests.test_session import FakeEngine
 
 START = {"type": "start", "sample_rate": 16000, "format": "s16le"}
 
@@ -80,25 +78,10 @@ def test_one_large_message_sheds_no_window(checkpoints) -> None:
         engine.close()
 
 
-def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """One client->server WebSocket frame (masked, payload < 126 bytes)."""
-    assert len(payload) < 126
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return struct.pack("!BB", (0x80 if fin else 0) | opcode, 0x80 | len(payload)) + mask + body
-
-
-def raw_stream(port: int, rcvbuf: int = 4096) -> socket.socket:
-    """A socket past the WebSocket handshake that has sent ``start`` (and never reads again)."""
-    import base64
-
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert s.recv(4096).startswith(b"HTTP/1.1 101")
-    s.sendall(masked_frame(1, json.dumps({**START, "stream": "flood"}).encode()))
+def raw_stream(port: int) -> socket.socket:
+    """A socket past the handshake that has sent ``start`` (and never reads again)."""
+    s = open_raw(port, rcvbuf=4096)
+    s.sendall(client_frame(1, json.dumps({**START, "stream": "flood"}).encode()))
     return s
 
 
@@ -142,7 +125,7 @@ def test_ping_flood_from_a_client_that_never_reads_is_bounded(checkpoints, rate_
     is refused within its burst; without it (0), the unread pongs pass the server's bound and
     the client is dropped. Either way the server's RSS barely moves (it grew one for one)."""
     limit = 64 << 20
-    frames = masked_frame(0x9, b"p" * 125) * 8000  # ~1 MB of pings per sendall
+    frames = client_frame(0x9, b"p" * 125) * 8000  # ~1 MB of pings per sendall
     with ServerProcess(checkpoints["specrnet"], "--max-message-rate", rate_limit) as server:
         warm_up(server.port)  # the first stream's one-time allocations (~40 MB) are not the flood's
         before = server.rss_mb()

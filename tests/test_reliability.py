@@ -26,6 +26,7 @@ from realtime.eventlog import open_event_log  # noqa: E402
 from realtime.events import parse_event  # noqa: E402
 from realtime.session import JsonLinesSink, LiveDetector  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
+from tests.raw_websocket import client_frame, open_raw  # noqa: E402
 from tests.server_process import ServerProcess, connect_when_listening  # noqa: E402
 from tests.test_server import OPTS, client, running, s16, url  # noqa: E402
 from tests.test_session import FakeEngine  # noqa: E402
@@ -160,30 +161,11 @@ def never_reading_client(port: int, seconds: int, hold_s: float) -> None:
     """Start a stream and send ``seconds`` of audio as fast as the kernel takes it, never reading a
     reply; keep the connection open ``hold_s`` (while the throttled server reads and scores it).
     A blocking socket with a small receive buffer, speaking WebSocket by hand."""
-    import base64
-    import os
-    import struct
-
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert s.recv(4096).startswith(b"HTTP/1.1 101")
-
-    def frame(opcode: int, payload: bytes) -> bytes:
-        mask = os.urandom(4)
-        n = len(payload)
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | (n if n < 126 else 126))
-        head += struct.pack("!H", n) if n >= 126 else b""
-        masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
-        return head + mask + masked
-
-    s.sendall(frame(1, json.dumps({**START, "stream": "never-reads"}).encode()))
+    s = open_raw(port, rcvbuf=4096, timeout=60)
+    s.sendall(client_frame(1, json.dumps({**START, "stream": "never-reads"}).encode()))
     chunk = s16(speech(2.0, 1))[:32000]  # 1 s per message
-    s.settimeout(60)
     for _ in range(seconds):
-        s.sendall(frame(2, chunk))
+        s.sendall(client_frame(2, chunk))
     time.sleep(hold_s)
     s.close()
 
