@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from engines.frontend_config import FrontEndConfig
-from engines.mel import mel_filterbank
 
 
 def fourier_basis(n_fft: int, win_length: int) -> np.ndarray:
@@ -40,6 +39,7 @@ def log_features(wave: np.ndarray, config: FrontEndConfig) -> np.ndarray:
     spec = frames @ basis.T  # [frames, 2 * bins]
     bins = config.n_bins
     power = spec[:, :bins] ** 2 + spec[:, bins:] ** 2
-    if config.kind == "logmel":
-        power = power @ mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max).T
+    fb = config.filterbank()
+    if fb is not None:
+        power = power @ fb.T
     return np.log(power + config.log_floor).T.astype(np.float32)

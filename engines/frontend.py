@@ -15,7 +15,6 @@ from torch import nn
 
 from engines.frontend_config import RESMAX_FRONTEND, SPECRNET_FRONTEND, FrontEndConfig
 from engines.features import fourier_basis
-from engines.mel import mel_filterbank
 
 __all__ = ["FrontEnd", "FrontEndConfig", "STFT", "SPECRNET_FRONTEND", "RESMAX_FRONTEND", "fourier_basis"]
 
@@ -72,16 +71,16 @@ class FrontEnd(nn.Module):
         super().__init__()
         self.config = config
         self.stft = STFT(config.n_fft, config.win_length, config.hop_length, config.center)
-        if config.kind == "logmel":
-            fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
-            self.register_buffer("mel_fb", torch.from_numpy(fb), persistent=False)
+        fb = config.filterbank()
+        if fb is not None:
+            self.register_buffer("band_fb", torch.from_numpy(fb), persistent=False)
         else:
-            self.mel_fb = None
+            self.band_fb = None
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         wave = wave.float()
         real, imag = self.stft(wave)
         power = real * real + imag * imag
-        if self.mel_fb is not None:
-            power = torch.matmul(self.mel_fb, power)
+        if self.band_fb is not None:
+            power = torch.matmul(self.band_fb, power)
         return torch.log(power + self.config.log_floor).unsqueeze(1)

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FeatureKind = Literal["logmel", "logpower"]
+import numpy as np
+
+FeatureKind = Literal["logmel", "loglinear", "logpower"]
+FEATURE_KINDS = ("logmel", "loglinear", "logpower")
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,7 @@ class FrontEndConfig:
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160
-    n_mels: int = 80  # only for logmel
+    n_mels: int = 80  # bands of the filterbank kinds (logmel: mel-spaced, loglinear: equally spaced in Hz)
     f_min: float = 0.0
     f_max: float | None = None
     center: bool = True  # zero-pad n_fft/2 on both sides, as torch.stft(center=True, pad_mode="constant")
@@ -24,8 +27,8 @@ class FrontEndConfig:
     mel_scale: str = field(default="slaney")
 
     def __post_init__(self) -> None:
-        if self.kind not in ("logmel", "logpower"):
-            raise ValueError(f"front end kind {self.kind!r} is not supported: use 'logmel' or 'logpower'")
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"front end kind {self.kind!r} is not supported; accepted: {', '.join(FEATURE_KINDS)}")
         if not 0 < self.win_length <= self.n_fft:
             raise ValueError(f"win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
         if self.hop_length <= 0:
@@ -39,7 +42,21 @@ class FrontEndConfig:
 
     @property
     def n_features(self) -> int:
-        return self.n_mels if self.kind == "logmel" else self.n_bins
+        return self.n_bins if self.kind == "logpower" else self.n_mels
+
+    def filterbank(self) -> np.ndarray | None:
+        """[n_features, n_bins] band weights applied to the power spectrum, or None (logpower)."""
+        from engines.mel import linear_filterbank, mel_filterbank
+
+        if self.kind == "logpower":
+            return None
+        bank = mel_filterbank if self.kind == "logmel" else linear_filterbank
+        return bank(self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max)
+
+    @property
+    def band_label(self) -> str:
+        """What one row of the features is, for plots."""
+        return {"logmel": "mel band", "loglinear": "linear band", "logpower": "frequency bin"}[self.kind]
 
     def n_frames(self, n_samples: int) -> int:
         padded = n_samples + (self.n_fft if self.center else 0)

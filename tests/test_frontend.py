@@ -4,7 +4,7 @@ import torch
 
 from engines.frontend import RESMAX_FRONTEND, SPECRNET_FRONTEND, FrontEnd, fourier_basis
 from engines.frontend_config import FrontEndConfig
-from engines.mel import mel_filterbank
+from engines.mel import linear_filterbank, mel_filterbank
 from tests.conftest import speech
 
 
@@ -83,7 +83,38 @@ def test_uncentred_stft_matches_torch_stft() -> None:
     assert ((torch.complex(real, imag) - ref).abs().max() / ref.abs().max()) < 1e-4
 
 
-@pytest.mark.parametrize("cfg", [SPECRNET_FRONTEND, RESMAX_FRONTEND], ids=["specrnet", "resmax"])
+LINEAR_FRONTEND = FrontEndConfig(kind="loglinear", n_fft=512, win_length=400, hop_length=160, n_mels=80)
+
+
+def test_linear_filterbank_is_equally_spaced_with_unit_area() -> None:
+    fb = linear_filterbank(16000, 512, 80)
+    freqs = np.linspace(0, 8000, 257)
+    centres = freqs[fb.argmax(axis=1)]
+    np.testing.assert_allclose(np.diff(centres), 8000 / 81, atol=8000 / 256)  # within one FFT bin
+    np.testing.assert_allclose(fb.sum(axis=1) * (freqs[1] - freqs[0]), 1.0, rtol=0.05)
+    with pytest.raises(ValueError, match="band"):
+        linear_filterbank(16000, 512, 80, 0.0, 9000.0)
+
+
+def test_linear_bands_resolve_high_harmonics_that_mel_bands_average_away() -> None:
+    """A 200-Hz harmonic complex: above 4 kHz, ~100-Hz linear bands see each harmonic and the
+    gap between them (a strong ripple across bands); mel bands there are ~300-500 Hz wide and
+    average it away. This is the detail a mel-matched vocoder is free to get wrong."""
+    t = np.arange(64000) / 16000
+    tone = sum(np.sin(2 * np.pi * 200 * k * t) for k in range(1, 40)).astype(np.float32) / 40
+
+    def ripple(cfg: FrontEndConfig) -> float:
+        from engines.features import log_features
+
+        feats = log_features(tone, cfg).mean(axis=1)
+        centres = np.linspace(0, 8000, 257)[cfg.filterbank().argmax(axis=1)]
+        high = feats[(centres > 4000) & (centres < 7600)]
+        return float(np.abs(np.diff(high)).mean())
+
+    assert ripple(LINEAR_FRONTEND) > 3 * ripple(SPECRNET_FRONTEND)
+
+
+@pytest.mark.parametrize("cfg", [SPECRNET_FRONTEND, LINEAR_FRONTEND, RESMAX_FRONTEND], ids=["specrnet", "linear", "resmax"])
 def test_numpy_features_equal_torch_front_end(cfg: FrontEndConfig) -> None:
     from engines.features import log_features
 

@@ -188,3 +188,19 @@ def test_train_fraction_keeps_every_stratum_and_is_seeded(tmp_path: Path) -> Non
     assert subsample(train, 1.0, seed=0) == train
     with pytest.raises(ValueError, match="train_fraction"):
         TrainConfig(manifest="m.csv", out="o", train_fraction=0.0)
+
+
+def test_a_chosen_front_end_is_trained_saved_and_exported(corpus: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    fe = {"kind": "loglinear", "n_mels": 80}
+    result = train(_cfg(corpus, tmp_path / "run", epochs=1, frontend=fe, export_onnx=True))
+    saved = read_config(result.best_dir).frontend
+    assert (saved["kind"], saved["n_mels"], saved["n_fft"]) == ("loglinear", 80, 512)
+    x = np.random.default_rng(1).standard_normal((2, 64000)).astype(np.float32) * 0.1
+    np.testing.assert_allclose(engines.load(result.best_dir, engine="onnx").logits(x),
+                               engines.load(result.best_dir, engine="torch").logits(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ResumeError, match="frontend: saved"):
+        train(_cfg(corpus, tmp_path / "run", epochs=2, resume=True))
+    assert main(["--manifest", str(corpus), "--out", str(tmp_path / "x"), "--frontend", '{"kind": "mfcc"}']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: front end kind 'mfcc' is not supported; accepted: logmel, loglinear, logpower")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engines.frontend_config import FrontEndConfig
 from training.augment import AugmentConfig
 
 __all__ = ["TrainConfig", "SCHEDULERS", "SELECTION", "BALANCING", "AMP_MODES", "DEVICES"]
@@ -41,6 +42,7 @@ class TrainConfig:
     select: str = "dev"
     arch: str = "specrnet"
     arch_params: dict[str, Any] = field(default_factory=dict)
+    frontend: dict[str, Any] | None = None  # FrontEndConfig fields; None = the architecture's own
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
@@ -90,6 +92,10 @@ class TrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.frontend is not None:
+            fe = FrontEndConfig.from_dict(self.frontend)  # raises, naming the field, if invalid
+            if fe.sample_rate != self.sample_rate:
+                raise ValueError(f"the front end's sample_rate {fe.sample_rate} differs from sample_rate {self.sample_rate}")
         if abs(self.augment.window_s - self.window_s) > 1e-9 or self.augment.sample_rate != self.sample_rate:
             self.augment = AugmentConfig.from_dict({**self.augment.to_dict(), "window_s": self.window_s,
                                                     "sample_rate": self.sample_rate})

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from engines.errors import EngineError, MissingExtraError
+from engines.frontend_config import FrontEndConfig
 from training.augment import AugmentConfig, Augmenter
 from training.config import AMP_MODES, BALANCING, DEVICES, SCHEDULERS, SELECTION, TrainConfig
 from training.metrics import compute_auc, compute_min_dcf, eer_from_spoof_scores, spoof_mask
@@ -71,7 +72,7 @@ def _lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int, lr_scale: float) -
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, manifest_sha: str, saved_sha: str | None) -> None:
     """Refuse to continue a run whose model or data differ; epochs, time limit, device may change."""
-    fixed = ("arch", "arch_params", "window_s", "sample_rate", "seed", "scheduler", "balance", "batch_size")
+    fixed = ("arch", "arch_params", "frontend", "window_s", "sample_rate", "seed", "scheduler", "balance", "batch_size")
     diffs = [f"{k}: saved {saved.get(k)!r}, now {getattr(cfg, k)!r}" for k in fixed if saved.get(k) != getattr(cfg, k)]
     if saved_sha is not None and saved_sha != manifest_sha:
         diffs.append("manifest content changed (sha256 differs)")
@@ -113,7 +114,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         amp_dtype = torch.bfloat16 if bf16 else torch.float16
 
     spec = get_architecture(cfg.arch)
-    if spec.default_frontend.sample_rate != cfg.sample_rate:
+    if cfg.frontend is None and spec.default_frontend.sample_rate != cfg.sample_rate:
         raise ValueError(f"sample_rate {cfg.sample_rate} differs from {cfg.arch}'s front end ({spec.default_frontend.sample_rate})")
     split = read_splits(cfg.manifest, cfg.dev_manifest)
     if cfg.train_fraction < 1.0:
@@ -152,7 +153,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         monitor_labels = np.asarray(monitor_ds.labels)
         training_data["monitor_manifest"] = str(Path(cfg.monitor_manifest).resolve())
 
-    det = build_detector(cfg.arch, **cfg.arch_params).to(device)
+    frontend = FrontEndConfig.from_dict(cfg.frontend) if cfg.frontend is not None else None
+    det = build_detector(cfg.arch, frontend, **cfg.arch_params).to(device)
     # No weight decay on norms and biases (1-D tensors): decaying a BatchNorm scale only fights it.
     params = [p for p in det.network.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -302,6 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--select", choices=SELECTION, help="keep the best dev epoch (dev, default) or the last (last)")
     p.add_argument("--arch", help="architecture (default specrnet)")
     p.add_argument("--arch-params", type=json.loads, help='JSON object, e.g. \'{"se": true}\'')
+    p.add_argument("--frontend", type=json.loads,
+                   help='front end as JSON (FrontEndConfig fields), e.g. \'{"kind": "loglinear", "n_mels": 80}\'; '
+                        "default: the architecture's own (SpecRNet: 80 log-mel bands)")
     p.add_argument("--out", help="output folder (best/, last/, history.json)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -328,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     args = _parser().parse_args(argv)
     base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
-    names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "out", "epochs", "batch_size", "lr", "weight_decay",
+    names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "frontend", "out", "epochs", "batch_size", "lr", "weight_decay",
              "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume",
              "train_fraction"}
     for name in names:
@@ -337,6 +342,8 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
             base[name] = value
     if args.arch_params is not None and not isinstance(args.arch_params, dict):
         raise ValueError(f"--arch-params must be a JSON object, got {args.arch_params!r}")
+    if args.frontend is not None and not isinstance(args.frontend, dict):
+        raise ValueError(f"--frontend must be a JSON object, got {args.frontend!r}")
     if args.no_augment:
         base["augment"] = AugmentConfig.off().to_dict()
     if args.no_onnx:

@@ -196,7 +196,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.threshold_line.setVisible(True)
         self.model_label.setText(f"model {info.model_id} · threshold {info.threshold:.2f} · hop {info.hop_s:g} s")
         n = info.frontend.n_features
-        self.spec_plot.setLabel("left", "mel band" if info.frontend.kind == "logmel" else "frequency bin")
+        self.spec_plot.setLabel("left", info.frontend.band_label)
         self.spec_plot.setYRange(0, n, padding=0)
 
     def _timeline(self, stream: str) -> Timeline:
@@ -337,7 +337,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.spec_plot.setXRange(0.0, window_s, padding=0)
         win = self.latest_windows.get(key[0])
         if win is not None and win.seq == key[1]:
-            kind = "log-mel" if self.model.frontend.kind == "logmel" else "log-power"
+            kind = {"logmel": "log-mel", "loglinear": "log linear-band"}.get(self.model.frontend.kind, "log-power")
             self.spec_plot.setTitle(f"{kind} of window {win.start_s:.1f}–{win.end_s:.1f} s")
 
 
