@@ -68,3 +68,18 @@ def test_tensorrt_engine_matches_cpu_and_caches(checkpoints: dict[str, Path], tm
     assert second.plan_path == plan and plan.stat().st_mtime_ns == mtime, "cached engine must be reused"
     other = TensorRTEngine(checkpoints["specrnet"], max_batch=16, opt_batch=8)
     assert other.plan_path != plan, "a different profile must rebuild"
+
+
+@needs_cuda
+def test_own_vocoder_trains_on_the_gpu_and_resumes_on_the_cpu(tmp_path: Path) -> None:
+    """The GPU is for training vocoders in minutes; the checkpoint must move back to the CPU
+    (the corpus builder vocodes there) and resume there."""
+    from tests.test_own_vocoders import GENERATORS, _options
+    from training.synth.base import SynthInput
+    from training.synth.own_vocoders.trainer import train
+
+    out = tmp_path / "run"
+    assert train(_options("vocos", out, steps=4, device="cuda")).step == 4
+    assert train(_options("vocos", out, steps=6, resume=True, device="cpu")).step == 6
+    y = GENERATORS["vocos"](weights=out)(SynthInput(rng=np.random.default_rng(0), audio=speech(1.5, 0)))
+    assert y.size == 24000 and np.all(np.isfinite(y))

@@ -216,3 +216,9 @@ def test_cli_trains_resumes_and_refuses_a_used_folder(tmp_path: Path, capsys: py
     assert "vocos: step 2" in capsys.readouterr().out
     assert cli("melgan", 3, "--resume") == 2
     assert "holds a vocos run" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: tests/test_gpu.py trains on it")
+def test_cuda_without_a_gpu_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="--device cuda: torch .* sees no CUDA GPU; accepted here: cpu"):
+        _options("vocos", tmp_path / "run", device="cuda")

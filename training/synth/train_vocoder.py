@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out at its saved step")
     p.add_argument("--seed", type=int, default=d["seed"].default)
     p.add_argument("--threads", type=int, default=d["threads"].default, help="torch threads (default %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=d["device"].default,
+                   help="where to train (default %(default)s; a checkpoint moves between them on --resume)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
     p.add_argument("--segment-seconds", type=float, default=d["segment_seconds"].default)
     p.add_argument("--lr", type=float, default=d["lr"].default)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = TrainOptions(
             arch=args.arch, data=args.data, out=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
-            threads=args.threads, batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr,
+            threads=args.threads, device=args.device, batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr,
             gan_from_step=args.gan_from_step, checkpoint_every=args.checkpoint_every,
             validate_every=args.validate_every, val_utterances=args.val_utterances, max_files=args.max_files,
             resume=args.resume, progress=not args.no_progress,

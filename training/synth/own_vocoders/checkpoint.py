@@ -39,7 +39,8 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], step: int) -> No
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.part")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"step": str(step)})
+    # On the CPU whatever device trained them: a checkpoint made on a GPU resumes or vocodes anywhere.
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"step": str(step)})
     tmp.replace(path)
 
 

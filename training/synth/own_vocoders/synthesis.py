@@ -42,8 +42,9 @@ def load_vocoder(folder: Path) -> tuple[nn.Module, VocoderConfig]:
 def vocode(model: nn.Module, config: VocoderConfig, x: np.ndarray, name: str) -> np.ndarray:
     """16 kHz speech -> its log-mel -> the vocoder -> speech of the same length and active level."""
     mel = config.mel(np.asarray(x, dtype=np.float32))
+    device = next(model.parameters()).device  # a model in training may be on a GPU
     with torch.inference_mode():
-        y = model(torch.from_numpy(mel)[None]).reshape(-1).numpy()
+        y = model(torch.from_numpy(mel)[None].to(device)).reshape(-1).cpu().numpy()
     if not np.all(np.isfinite(y)) or float(np.max(np.abs(y))) < 1e-4:
         raise SynthError(f"{name}: the vocoder returned silence or non-finite samples")
     # The analysis gives len // hop frames: the last partial hop comes back as silence.

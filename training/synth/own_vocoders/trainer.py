@@ -54,6 +54,7 @@ class TrainOptions:
     steps: int | None = None  # stop at this total step count (over all sessions)
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"  # "cuda": minutes on a GPU instead of hours on the CPU
     batch_size: int = 4
     segment_seconds: float = 1.0
     lr: float = 2e-4
@@ -82,6 +83,10 @@ class TrainOptions:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if self.config is not None and self.config.arch != self.arch:
             raise TrainError(f"--arch {self.arch} but the given config is a {self.config.arch} vocoder")
+        if self.device not in ("cpu", "cuda"):
+            raise TrainError(f"--device {self.device!r} is not supported; accepted: cpu, cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise TrainError(f"--device cuda: torch {torch.__version__} sees no CUDA GPU; accepted here: cpu")
         if self.gan_from_step < 0:
             raise TrainError(f"--gan-from-step must be >= 0, got {self.gan_from_step}")
         if not 0.25 <= self.segment_seconds <= 10.0:
@@ -118,14 +123,16 @@ class Trainer:
             self.config = opts.config or default_config(opts.arch)
         torch.set_num_threads(opts.threads)
         torch.manual_seed(opts.seed)
-        self.generator = build_model(self.config)
-        self.discriminator = MultiResolutionDiscriminator()
+        self.device = torch.device(opts.device)
+        # Built on the CPU (the same initial weights for a seed on any device), then moved.
+        self.generator = build_model(self.config).to(self.device)
+        self.discriminator = MultiResolutionDiscriminator().to(self.device)
         betas = (0.8, 0.99)  # HiFi-GAN's: a short momentum memory suits the moving GAN target
         self.optimizers = {
             "generator": torch.optim.AdamW(self.generator.parameters(), lr=opts.lr, betas=betas),
             "discriminator": torch.optim.AdamW(self.discriminator.parameters(), lr=opts.lr, betas=betas),
         }
-        self.mel = TorchMel(self.config.mel)
+        self.mel = TorchMel(self.config.mel).to(self.device)
         self.state = TrainState(step=0, elapsed_s=0.0)
         if opts.resume:
             self.state = load_checkpoint(self.out, self.generator, self.discriminator, self.optimizers)
@@ -139,7 +146,7 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         rng = np.random.default_rng([self.opts.seed, step])
-        y = torch.from_numpy(self.sampler.batch(rng, self.opts.batch_size))
+        y = torch.from_numpy(self.sampler.batch(rng, self.opts.batch_size)).to(self.device)
         with torch.no_grad():
             mel = self.mel(y)
         y_hat = self.generator(mel)
