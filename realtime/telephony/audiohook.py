@@ -22,17 +22,15 @@ The key is the server's token, in ``X-API-KEY`` (or ``Authorization: Bearer``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from websockets.exceptions import ConnectionClosed
 
-from ..server import CLOSE_POLICY, CLOSE_UNSUPPORTED, Endpoint, ProtocolError
-from .calls import Call, check_call_id, recv_json, serve_ws_call
+from ..server import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, Endpoint, ProtocolError
+from .calls import Call, check_call_id, close_ws, recv_json, send_or_gone, serve_call
 from .g711 import ULAW_TO_LINEAR
 
 if TYPE_CHECKING:
@@ -103,19 +101,23 @@ def _header(ws: _Connection, name: str) -> str | None:
 class _AudioHookSession:
     def __init__(self, server: DetectorServer, ws: _Connection) -> None:
         self.server = server
+        self.conn = ws
         self.call: Call | None = None
         header = _header(ws, "Audiohook-Session-Id")
         self.id = header if header is not None and len(header) <= 64 else None
         self.clientseq = 0  # the client's last message
         self.seq = 0  # ours
 
-    async def _send(self, ws: _Connection, kind: str, parameters: dict[str, Any]) -> None:
+    def _message(self, kind: str, parameters: dict[str, Any]) -> str:
         self.seq += 1
-        await ws.send(json.dumps({"version": "2", "type": kind, "seq": self.seq, "clientseq": self.clientseq,
-                                  "id": self.id or NULL_UUID, "parameters": parameters}, separators=(",", ":")))
+        return json.dumps({"version": "2", "type": kind, "seq": self.seq, "clientseq": self.clientseq,
+                                  "id": self.id or NULL_UUID, "parameters": parameters}, separators=(",", ":"))
 
-    async def _next(self, ws: _Connection, timeout: float) -> tuple[str, dict[str, Any]] | bytes:
-        data = await recv_json(ws, timeout, _WHAT)
+    async def _send(self, kind: str, parameters: dict[str, Any]) -> None:
+        await send_or_gone(self.conn, self._message(kind, parameters))
+
+    async def _next(self, timeout: float) -> tuple[str, dict[str, Any]] | bytes:
+        data = await recv_json(self.conn, timeout, _WHAT)
         if isinstance(data, bytes):
             return data
         if self.id is None:  # no header: the first message names the session
@@ -124,9 +126,9 @@ class _AudioHookSession:
         self.clientseq = data["seq"]
         return kind, data["parameters"]
 
-    async def run(self, ws: _Connection) -> None:
-        o = self.server.options
-        msg = await self._next(ws, o.start_timeout_s)
+    async def run(self) -> None:
+        o, ws = self.server.options, self.conn
+        msg = await self._next(o.start_timeout_s)
         if isinstance(msg, bytes):
             raise _bad(f"binary frame ({len(msg)} bytes) before open; audio comes after \"opened\"")
         kind, params = msg
@@ -143,10 +145,10 @@ class _AudioHookSession:
             ws.stream_id = conversation
             for track in channels:
                 self.call.open(track)
-        await self._send(ws, "opened", {"startPaused": False, "media": [media]})
+        await self._send("opened", {"startPaused": False, "media": [media]})
         width = len(channels)
         while True:
-            msg = await self._next(ws, o.idle_timeout_s)
+            msg = await self._next(o.idle_timeout_s)
             if isinstance(msg, bytes):
                 if len(msg) % width:
                     raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, f"binary frame of {len(msg)} bytes is not "
@@ -160,27 +162,31 @@ class _AudioHookSession:
             if kind == "close":
                 return  # "closed" once everything is scored (done)
             if kind == "ping":
-                await self._send(ws, "pong", {})
+                await self._send("pong", {})
             elif kind == "update":
-                await self._send(ws, "updated", {})
+                await self._send("updated", {})
             elif kind in _NOTED:
                 log.info("audiohook session %s: %s %s", self.id, kind, json.dumps(params)[:200])
             else:
                 raise _bad(f"message of type {kind[:20]!r} not understood; accepted: ping, update, paused, "
                            "resumed, discarded, dtmf, error, close")
 
-    async def refuse(self, ws: _Connection, e: ProtocolError) -> None:
+    async def refuse(self, e: ProtocolError) -> None:
         reason = "unauthorized" if e.code == "unauthorized" else "error"
-        with contextlib.suppress(ConnectionClosed):
-            await self._send(ws, "disconnect", {"reason": reason, "info": f"{e.code}: {e.message}"})
-            await ws.close(e.close, e.code)
+        await close_ws(self.conn, e.close, e.code,
+                       self._message("disconnect", {"reason": reason, "info": f"{e.code}: {e.message}"}))
 
-    async def done(self, ws: _Connection) -> None:
-        await self._send(ws, "closed", {})
+    async def done(self) -> None:
+        await close_ws(self.conn, CLOSE_NORMAL, "end of call", self._message("closed", {}))
+
+    async def going_away(self) -> None:
+        # The protocol's way to end a session from the server: "disconnect", then the client closes.
+        await close_ws(self.conn, CLOSE_GOING_AWAY, "server shutting down",
+                       self._message("disconnect", {"reason": "completed", "info": "server shutting down"}))
 
 
 async def _serve(server: DetectorServer, ws: _Connection) -> None:
-    await serve_ws_call(server, ws, _AudioHookSession(server, ws))
+    await serve_call(server, _AudioHookSession(server, ws))
 
 
 ENDPOINT = Endpoint(_serve)

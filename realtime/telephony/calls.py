@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ..server import DetectorServer, _Connection
     from ..session import StreamSession
 
-__all__ = ["Call", "CallProtocol", "serve_ws_call", "recv_json", "TEXT_LIMIT"]
+__all__ = ["Call", "CallProtocol", "Gone", "serve_call", "recv_json", "send_or_gone", "close_ws", "refuse_with_event",
+           "check_call_id", "TEXT_LIMIT"]
 
 #: Control messages of the platforms (Twilio's start with its parameters, AudioHook's open)
 #: stay far below this; a bigger text message is refused before it is parsed.
@@ -116,19 +117,32 @@ class Call:
             self._counted.close()
 
 
+class Gone(Exception):
+    """The connection was lost (or the library refused a frame: ``refusal``, the client told)."""
+
+    def __init__(self, refusal: ProtocolError | None = None) -> None:
+        super().__init__("connection lost")
+        self.refusal = refusal
+
+
 class CallProtocol(Protocol):
-    """One connection of a WebSocket telephony protocol."""
+    """One connection of a telephony protocol."""
 
     call: Call | None
+    conn: Any  # what the refusal log names (its remote_address)
 
-    async def run(self, ws: _Connection) -> None:
-        """Read until the call ends normally; raise :class:`ProtocolError` for a client's mistake."""
+    async def run(self) -> None:
+        """Read until the call ends normally; raise :class:`ProtocolError` for a client's
+        mistake, :class:`Gone` when the connection is lost."""
 
-    async def refuse(self, ws: _Connection, e: ProtocolError) -> None:
+    async def refuse(self, e: ProtocolError) -> None:
         """Tell the client why, in its protocol's words, and close."""
 
-    async def done(self, ws: _Connection) -> None:
-        """The call ended normally (everything scored): the protocol's last words, if any."""
+    async def done(self) -> None:
+        """The call ended normally (everything scored): the protocol's last words; close."""
+
+    async def going_away(self) -> None:
+        """The server shuts down (what arrived is scored): close."""
 
 
 async def recv_json(ws: _Connection, timeout: float, what: str) -> dict[str, Any] | bytes:
@@ -138,6 +152,8 @@ async def recv_json(ws: _Connection, timeout: float, what: str) -> dict[str, Any
             msg = await ws.recv()  # cancelling recv() loses no data
     except TimeoutError:
         raise ProtocolError("timeout", CLOSE_POLICY, f"no message for {timeout:g} s; idle connections are closed") from None
+    except ConnectionClosed:
+        raise Gone(ws.refusal) from None
     if isinstance(msg, bytes):
         return msg
     if len(msg) > TEXT_LIMIT:
@@ -157,17 +173,30 @@ async def recv_json(ws: _Connection, timeout: float, what: str) -> dict[str, Any
     return data
 
 
+async def send_or_gone(ws: _Connection, message: str) -> None:
+    try:
+        await ws.send(message)
+    except ConnectionClosed:
+        raise Gone(ws.refusal) from None
+
+
+async def close_ws(ws: _Connection, code: int, reason: str, message: str | None = None) -> None:
+    """Send ``message`` (if any) and close; a client already gone is no error."""
+    with contextlib.suppress(ConnectionClosed):
+        if message is not None:
+            await ws.send(message)
+        await ws.close(code, reason)
+
+
 async def refuse_with_event(ws: _Connection, e: ProtocolError) -> None:
     """The v1 way: an ``error`` event, then the close code."""
-    with contextlib.suppress(ConnectionClosed):
-        await ws.send(ErrorEvent(code=e.code, message=e.message).to_json())
-        await ws.close(e.close, e.code)
+    await close_ws(ws, e.close, e.code, ErrorEvent(code=e.code, message=e.message).to_json())
 
 
-async def serve_ws_call(server: DetectorServer, ws: _Connection, proto: CallProtocol) -> None:
-    """Run ``proto`` on ``ws`` until the call ends, is refused, is lost, or the server shuts down;
-    then score what arrived, and close (the refusal told in the protocol's words, logged once)."""
-    reader = asyncio.create_task(proto.run(ws))
+async def serve_call(server: DetectorServer, proto: CallProtocol) -> None:
+    """Run ``proto`` until the call ends, is refused, is lost, or the server shuts down; then
+    score what arrived, and close (a refusal told in the protocol's words and logged once)."""
+    reader = asyncio.create_task(proto.run())
     stopping = asyncio.create_task(server.stopping.wait())
     try:
         await asyncio.wait((reader, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -183,26 +212,26 @@ async def serve_ws_call(server: DetectorServer, ws: _Connection, proto: CallProt
         exc = reader.exception()
         if isinstance(exc, ProtocolError):
             refusal = exc
-        elif isinstance(exc, ConnectionClosed):  # the client left, or the library refused a frame
-            gone, refusal = True, ws.refusal  # a library refusal: the client was told already
+        elif isinstance(exc, Gone):
+            gone, refusal = True, exc.refusal
         elif exc is not None:
             raise exc
     reader = None  # type: ignore[assignment]  # its traceback holds this frame: no cycle
     call = proto.call
     if refusal is not None:
-        server.log_refusal(ws, refusal, call.call_id if call else None)
+        server.log_refusal(proto.conn, refusal, call.call_id if call else None)
     if call is not None:
         if refusal is not None:
             call.error(refusal)
         await call.finish(paced=refusal is None and not shutdown and not gone)
-    if gone:
-        return
-    if refusal is not None:
-        await proto.refuse(ws, refusal)
-        return
-    with contextlib.suppress(ConnectionClosed):
-        if shutdown:
-            await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+    try:
+        if gone:
+            return
+        if refusal is not None:
+            await proto.refuse(refusal)
+        elif shutdown:
+            await proto.going_away()
         else:
-            await proto.done(ws)
-            await ws.close(CLOSE_NORMAL, "end of call")
+            await proto.done()
+    except Gone:
+        pass

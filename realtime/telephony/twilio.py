@@ -24,8 +24,8 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..server import CLOSE_POLICY, CLOSE_UNSUPPORTED, Endpoint, ProtocolError
-from .calls import Call, check_call_id, recv_json, refuse_with_event, serve_ws_call
+from ..server import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, Endpoint, ProtocolError
+from .calls import Call, check_call_id, close_ws, recv_json, refuse_with_event, serve_call
 from .g711 import ulaw_to_s16
 
 if TYPE_CHECKING:
@@ -126,12 +126,13 @@ def _handshake(server: DetectorServer, request: Request) -> str | None:
 
 
 class _TwilioCall:
-    def __init__(self, server: DetectorServer) -> None:
+    def __init__(self, server: DetectorServer, ws: _Connection) -> None:
         self.server = server
+        self.conn = ws
         self.call: Call | None = None
 
-    async def run(self, ws: _Connection) -> None:
-        o = self.server.options
+    async def run(self) -> None:
+        o, ws = self.server.options, self.conn
         while True:  # "connected" (optional), then "start"
             data = await recv_json(ws, o.start_timeout_s, _WHAT)
             if isinstance(data, bytes):
@@ -162,15 +163,18 @@ class _TwilioCall:
             elif event not in ("mark", "dtmf"):
                 raise _bad(f"{event[:40]!r} message not understood; accepted after start: media, mark, dtmf, stop")
 
-    async def refuse(self, ws: _Connection, e: ProtocolError) -> None:
-        await refuse_with_event(ws, e)
+    async def refuse(self, e: ProtocolError) -> None:
+        await refuse_with_event(self.conn, e)
 
-    async def done(self, ws: _Connection) -> None:
-        return None  # Twilio expects nothing: it closes after "stop"
+    async def done(self) -> None:
+        await close_ws(self.conn, CLOSE_NORMAL, "end of call")  # Twilio expects no reply to "stop"
+
+    async def going_away(self) -> None:
+        await close_ws(self.conn, CLOSE_GOING_AWAY, "server shutting down")
 
 
 async def _serve(server: DetectorServer, ws: _Connection) -> None:
-    await serve_ws_call(server, ws, _TwilioCall(server))
+    await serve_call(server, _TwilioCall(server, ws))
 
 
 ENDPOINT = Endpoint(_serve, _handshake)
