@@ -527,6 +527,11 @@ class DetectorServer:
         return self._server.sockets[0].getsockname()[1]
 
     @property
+    def url(self) -> str:
+        """Where clients connect (the log line a supervisor or a test waits for)."""
+        return f"ws://{self.options.host}:{self.port}{STREAM_PATH}"
+
+    @property
     def stopping(self) -> asyncio.Event:
         """Set by :meth:`shutdown`: streams finish what arrived and close with 1001."""
         return self._stopping
@@ -968,12 +973,14 @@ class _AcceptErrors:
 
 
 async def run_server(detector: LiveDetector, options: DetectorOptions | None = None, *,
-                     on_ready: Callable[[DetectorServer], None] | None = None, **kwargs: Any) -> None:
-    """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here."""
+                     on_ready: Callable[[DetectorServer], None] | None = None,
+                     server_class: type[DetectorServer] = DetectorServer, **kwargs: Any) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here.
+    ``server_class``: :class:`DetectorServer`, or the AudioSocket listener built on it."""
     pin_mmap_threshold()  # a server runs for days: memory must go back when streams end
     asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
     detector.start()
-    server = DetectorServer(detector, options, **kwargs)
+    server = server_class(detector, options, **kwargs)
     try:
         await server.start()
     except OSError as e:  # the port is taken, the address is not ours: one line, not a traceback
@@ -993,9 +1000,8 @@ async def run_server(detector: LiveDetector, options: DetectorOptions | None = N
             loop.add_signal_handler(sig, server.shutdown)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
-    o = server.options
-    log.info("listening on ws://%s:%d%s (model %s, threshold %.2f: each model has its own)", o.host, server.port,
-             STREAM_PATH, detector.model, detector.threshold)
+    log.info("listening on %s (model %s, threshold %.2f: each model has its own)", server.url,
+             detector.model, detector.threshold)
     if on_ready is not None:
         on_ready(server)
     await server.wait_closed()
