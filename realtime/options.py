@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .alerts import AlertOptions
+from .webhook import WebhookOptions
 
 
 @dataclass
@@ -65,4 +66,5 @@ class DetectorOptions:
     # Alerts and review
     alerts: AlertOptions = field(default_factory=AlertOptions)  # smoothing, k-of-n rule, speech gate
     save_alerts: Path | None = None
+    webhook: WebhookOptions | None = None  # POST alerts (and summaries) to a URL
     dashboard: bool = False

@@ -588,12 +588,16 @@ class DetectorServer:
             "mean_batch": round(s.mean_batch, 2), "busy_s": round(s.busy_s, 3), "refused": self.refused,
             "dropped_events": self.dropped_events}
         from .eventlog import EventLog  # no import cycle at module load; only when asked
+        from .webhook import WebhookSink
 
         for sink in self.detector.sinks:
             if isinstance(sink, EventLog):
                 st = sink.stats()
                 h["event_log"] = {"written": st.written, "queued": st.queued, "dropped": st.dropped,
                                   "failed": st.failed, "available": st.available}
+            elif isinstance(sink, WebhookSink):
+                w = sink.stats()
+                h["webhook"] = {"sent": w.sent, "failed": w.failed, "retried": w.retried, "dropped": w.dropped}
         return h
 
     # -- HTTP side (opening handshake) -----------------------------------------------------
