@@ -92,7 +92,7 @@ class _AudioSocketCall:
                     self.call.open("caller", rate)
                 elif AUDIO_RATES[kind] != rate:
                     raise ProtocolError("bad_format", CLOSE_UNSUPPORTED, f"audio kind 0x{kind:02x} "
-                                        f"({AUDIO_RATES[kind]} Hz) after {rate} Hz audio; a call keeps one rate")
+                                        f"({AUDIO_RATES[kind]} Hz) after {rate} Hz audio; accepted: one rate per call")
                 if len(payload) % 2:
                     raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, f"audio frame of {len(payload)} bytes; "
                                         "accepted: whole 16-bit samples (an even length)")
