@@ -86,7 +86,8 @@ def choose_media(offered: object) -> dict[str, Any]:
         for m in offered:
             if (isinstance(m, dict) and m.get("type") == "audio" and m.get("format") == "PCMU"
                     and m.get("rate") == 8000 and isinstance(m.get("channels"), list) and m["channels"]
-                    and all(c in CHANNELS for c in m["channels"]) and len(set(m["channels"])) == len(m["channels"])):
+                    and all(isinstance(c, str) and c in CHANNELS for c in m["channels"])
+                    and len(set(m["channels"])) == len(m["channels"])):
                 return {"type": "audio", "format": "PCMU", "channels": list(m["channels"]), "rate": 8000}
     raise ProtocolError("bad_format", CLOSE_UNSUPPORTED, f"no offered media accepted ({str(offered)[:120]}); accepted: "
                         "type audio, format PCMU, rate 8000, channels external and/or internal")

@@ -71,7 +71,8 @@ def parse_start(data: dict[str, Any]) -> TwilioStart:
     if not isinstance(stream_sid, str):
         raise _bad("start.streamSid missing; accepted: a string")
     tracks = start.get("tracks", ["inbound"])
-    if not isinstance(tracks, list) or not tracks or any(t not in TRACKS for t in tracks) or len(set(tracks)) < len(tracks):
+    if (not isinstance(tracks, list) or not tracks or any(not isinstance(t, str) or t not in TRACKS for t in tracks)
+            or len(set(tracks)) < len(tracks)):
         raise _bad(f"start.tracks {str(tracks)[:60]!r} not accepted; accepted: a list of inbound and/or outbound")
     fmt = start.get("mediaFormat")
     if fmt is not None and (not isinstance(fmt, dict) or any(fmt.get(k) != v for k, v in MEDIA_FORMAT.items())):
