@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     tel.add_argument("--twilio-auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"), metavar="TOKEN",
                      help="/v1/twilio: accept only handshakes signed by Twilio (X-Twilio-Signature) with this "
                           "account auth token (default: $TWILIO_AUTH_TOKEN)")
+    tel.add_argument("--audiosocket-track", choices=("caller", "agent", "mixed"), default="caller",
+                     help="--input audiosocket: which party the channel's audio is, the events' track (default "
+                          "caller; mixed for a leg that hears both parties)")
     hook = ap.add_argument_group("webhooks (every input)")
     hook.add_argument("--webhook", dest="webhook_url", default=None, metavar="URL",
                       help="POST each alert (the alert rule turning on for a stream) as JSON to URL, retried with "

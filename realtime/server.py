@@ -5,7 +5,9 @@
 * ``ws://HOST:PORT/v1/stream``: the client sends a text ``start`` message, then binary
   frames of interleaved PCM, then ``{"type":"end"}``; the server answers ``ready``, one
   ``score`` event per window, a ``summary``, and closes with 1000.
-* ``GET /healthz``: 200 and a JSON status (streams, queue, shed counts, event log).
+* ``/v1/twilio`` and ``/v1/audiohook``: Twilio Media Streams and Genesys AudioHook
+  (:mod:`realtime.telephony`), :class:`Endpoint` s with the same checks before the handshake.
+* ``GET /healthz``: 200 and a JSON status (streams, queue, shed counts, event log, webhook).
   ``GET /`` and the other files of ``realtime/web/``: the browser client (a fixed table of
   the files present at start-up, so no request path ever reaches the file system).
 

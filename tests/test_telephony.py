@@ -490,3 +490,67 @@ def test_audiosocket_listener_beyond_loopback_needs_insecure() -> None:
             await AudioSocketServer(det, replace(OPTS, host="0.0.0.0")).start()
 
     asyncio.run(main())
+
+
+def test_audiosocket_track_names_the_party() -> None:
+    pcm = to_int16(soxr.resample(speech(4.5, 0), 16000, 8000)).astype("<i2").tobytes()
+    call = uuid.uuid4()
+
+    async def main() -> None:
+        async with serving(options=replace(OPTS, audiosocket_track="mixed"),
+                           server_class=AudioSocketServer) as (server, events):
+            assert await audiosocket_send(server, audiosocket_call(call, pcm)) == b""
+        (summary,) = of(events, f"{call}:mixed", "summary")
+        assert summary.track == "mixed" and summary.windows == 2
+
+    asyncio.run(main())
+
+
+def test_cli_audiosocket_listener_prints_the_calls_events(checkpoints) -> None:
+    """`realtime-detect --input audiosocket --port 0 --json`: a call in, its events on stdout, SIGTERM ends it."""
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cli", "--input", "audiosocket", "--port", "0", "--json",
+                             "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port: list[int] = []
+        found = threading.Event()
+
+        def drain() -> None:
+            for line in proc.stderr:
+                m = re.search(r"listening on tcp://[^ ]*:(\d+) \(AudioSocket\)", line)
+                if m:
+                    port.append(int(m.group(1)))
+                    found.set()
+            found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        assert found.wait(120) and port, "the listener did not start"
+        pcm = to_int16(soxr.resample(speech(4.5, 0), 16000, 8000)).astype("<i2").tobytes()
+        call = uuid.uuid4()
+
+        async def send() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port[0])
+            writer.write(audiosocket_call(call, pcm))
+            async with asyncio.timeout(T):
+                got = await reader.read()
+            writer.close()
+            return got
+
+        assert asyncio.run(send()) == b""
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["type"] for e in events] == ["ready", "score", "score", "summary"]
+    assert all(e["stream"] == f"{call}:caller" and e["track"] == "caller" for e in events)
+    assert proc.returncode == 0

@@ -9,7 +9,8 @@ payload length and the payload:
   32, 44.1, 48, 96, 192 kHz, in newer Asterisk versions);
 * ``0x03`` a DTMF digit (ignored); ``0x00`` hangup; ``0xff`` an error (its code is logged).
 
-One detector stream per call: ``<uuid>:caller`` (the audio Asterisk reads from the channel).
+One detector stream per call: ``<uuid>:<track>``, the track ``audiosocket_track`` (default
+``caller``: the audio Asterisk reads from the channel; ``mixed`` for a spy leg that hears both).
 The server sends nothing back: the channel hears silence. A mistake closes the connection
 with one ``refused ...`` log line (the protocol has no way to say why); the call's events
 (error, then summary) go to the shared sinks.
@@ -29,6 +30,7 @@ import time
 import uuid
 from typing import Any
 
+from ..events import TRACKS
 from ..pacing import TokenBucket
 from ..server import (CLOSE_POLICY, CLOSE_UNSUPPORTED, DetectorServer, InsecureBindError, ProtocolError,
                       _connection_numbers, is_loopback)
@@ -89,14 +91,14 @@ class _AudioSocketCall:
             if kind in AUDIO_RATES:
                 if rate is None:
                     rate = AUDIO_RATES[kind]
-                    self.call.open("caller", rate)
+                    self.call.open(o.audiosocket_track, rate)
                 elif AUDIO_RATES[kind] != rate:
                     raise ProtocolError("bad_format", CLOSE_UNSUPPORTED, f"audio kind 0x{kind:02x} "
                                         f"({AUDIO_RATES[kind]} Hz) after {rate} Hz audio; accepted: one rate per call")
                 if len(payload) % 2:
                     raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, f"audio frame of {len(payload)} bytes; "
                                         "accepted: whole 16-bit samples (an even length)")
-                await self.call.audio("caller", payload)
+                await self.call.audio(o.audiosocket_track, payload)
             elif kind == KIND_HANGUP:
                 return
             elif kind == KIND_ERROR:  # Asterisk's side failed (its code: 1 hangup, 2 forwarding, 4 memory)
@@ -132,6 +134,8 @@ class AudioSocketServer(DetectorServer):
 
     async def start(self) -> None:
         o = self.options
+        if o.audiosocket_track not in TRACKS:
+            raise ValueError(f"audiosocket_track {o.audiosocket_track!r} not accepted; accepted: {', '.join(TRACKS)}")
         if not o.insecure and not is_loopback(o.host):
             raise InsecureBindError(f"host {o.host!r} is reachable beyond this machine and AudioSocket carries no "
                                     "credentials; keep it on loopback or a private network and pass --insecure")
