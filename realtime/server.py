@@ -127,8 +127,8 @@ from .pacing import Backlog, TokenBucket
 from .pcm import PCM_FORMATS, PcmDecoder
 from .session import LiveDetector, StreamSession
 
-__all__ = ["DetectorServer", "ProtocolError", "Endpoint", "AudioFeed", "StartRequest", "parse_start", "run_server", "WEB_DIR",
-           "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
+__all__ = ["DetectorServer", "ProtocolError", "Endpoint", "AudioFeed", "StartRequest", "parse_start", "run_server",
+           "WEB_DIR", "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
            "RECV_QUEUE", "InsecureBindError", "ListenError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
 
 log = logging.getLogger(__name__)

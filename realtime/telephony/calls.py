@@ -1,5 +1,5 @@
-"""One call's detector streams (one per track), and the connection loop the WebSocket
-telephony protocols share.
+"""One call's detector streams (one per track), and the connection loop every telephony
+protocol shares (:func:`serve_call`), with the WebSocket helpers of Twilio and AudioHook.
 
 A track is fed exactly like a protocol-v1 stream (:class:`realtime.server.AudioFeed`): its
 decoded audio goes into a bounded :class:`~realtime.pacing.Backlog` (past the bound the reader
@@ -26,7 +26,7 @@ from ..errors import EmptyStreamError
 from ..events import ErrorEvent
 from ..pacing import Backlog, TokenBucket
 from ..pcm import PcmDecoder
-from ..server import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, AudioFeed, ProtocolError
+from ..server import CLOSE_POLICY, CLOSE_TOO_BIG, AudioFeed, ProtocolError, _show
 
 if TYPE_CHECKING:
     from ..server import DetectorServer, _Connection
@@ -47,11 +47,6 @@ def check_call_id(value: object, what: str) -> str:
         raise ProtocolError("bad_request", CLOSE_POLICY,
                             f"{what} {_show(value)} not accepted; accepted: 1..50 characters of A-Z a-z 0-9 _ . : -")
     return value
-
-
-def _show(v: object, n: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[:n] + "..."
 
 
 class _Track:
@@ -151,7 +146,8 @@ async def recv_json(ws: _Connection, timeout: float, what: str) -> dict[str, Any
         async with asyncio.timeout(timeout):
             msg = await ws.recv()  # cancelling recv() loses no data
     except TimeoutError:
-        raise ProtocolError("timeout", CLOSE_POLICY, f"no message for {timeout:g} s; idle connections are closed") from None
+        raise ProtocolError("timeout", CLOSE_POLICY,
+                            f"no message for {timeout:g} s; idle connections are closed") from None
     except ConnectionClosed:
         raise Gone(ws.refusal) from None
     if isinstance(msg, bytes):
