@@ -112,7 +112,7 @@ class _AudioHookSession:
     def _message(self, kind: str, parameters: dict[str, Any]) -> str:
         self.seq += 1
         return json.dumps({"version": "2", "type": kind, "seq": self.seq, "clientseq": self.clientseq,
-                                  "id": self.id or NULL_UUID, "parameters": parameters}, separators=(",", ":"))
+                           "id": self.id or NULL_UUID, "parameters": parameters}, separators=(",", ":"))
 
     async def _send(self, kind: str, parameters: dict[str, Any]) -> None:
         await send_or_gone(self.conn, self._message(kind, parameters))
