@@ -554,3 +554,56 @@ def test_cli_audiosocket_listener_prints_the_calls_events(checkpoints) -> None:
     assert [e["type"] for e in events] == ["ready", "score", "score", "summary"]
     assert all(e["stream"] == f"{call}:caller" and e["track"] == "caller" for e in events)
     assert proc.returncode == 0
+
+
+def test_shutdown_mid_call_scores_what_arrived_and_closes_1001() -> None:
+    mu, _ = call_audio(6.0, 0)
+    sid = "CA" + "d" * 32
+    msgs = twilio_messages(sid, {"inbound": mu})
+
+    async def main() -> None:
+        async with serving() as (server, events):
+            async with connect(ws_url(server, "/v1/twilio")) as ws:
+                for m in msgs[:2 + 250]:  # connected, start, 5 s of the 6: no stop
+                    await ws.send(m)
+                # Wait (bounded) until what was sent is scored but the last window (its end is held in
+                # the resampler until the stream ends), then SIGTERM's path while the call is open.
+                async with asyncio.timeout(T):
+                    while len(scores(events, f"{sid}:caller")) < 2:
+                        await asyncio.sleep(0.01)
+                server.shutdown()
+                with contextlib.suppress(ConnectionClosed):
+                    async with asyncio.timeout(T):
+                        async for _ in ws:
+                            pass
+            assert ws.close_code == 1001
+        (summary,) = of(events, f"{sid}:caller", "summary")
+        assert summary.duration_s == 5.0 and summary.windows == 3 and summary.track == "caller"
+
+    asyncio.run(main())
+
+
+def test_a_call_over_capacity_is_busy() -> None:
+    mu, _ = call_audio(4.5, 0)
+    first = twilio_messages("CA" + "e" * 32, {"inbound": mu})
+
+    async def main() -> None:
+        async with serving(options=replace(OPTS, max_connections=1)) as (server, events):
+            async with connect(ws_url(server, "/v1/twilio")) as ws:
+                for m in first[:-1]:  # the call goes on: no stop yet
+                    await ws.send(m)
+                async with asyncio.timeout(T):
+                    while not of(events, "CA" + "e" * 32 + ":caller", "ready"):
+                        await asyncio.sleep(0.01)
+                # The handshake itself is refused (HTTP 503): one connection is the limit.
+                with pytest.raises(InvalidStatus) as e:
+                    await twilio_call(server, twilio_messages("CA" + "f" * 32, {"inbound": mu}))
+                assert e.value.response.status_code == 503
+                await ws.send(first[-1])
+                with contextlib.suppress(ConnectionClosed):
+                    async with asyncio.timeout(T):
+                        async for _ in ws:
+                            pass
+            assert ws.close_code == 1000
+
+    asyncio.run(main())
