@@ -607,3 +607,34 @@ def test_a_call_over_capacity_is_busy() -> None:
             assert ws.close_code == 1000
 
     asyncio.run(main())
+
+
+def test_a_bug_in_a_call_ends_that_call_cleanly(monkeypatch, caplog) -> None:
+    """An unexpected exception (a bug of ours) is logged with its traceback, the call gets
+    ``internal`` and 1011, what arrived is scored, and the server goes on serving."""
+    from realtime.telephony import twilio
+
+    mu, _ = call_audio(4.5, 0)
+    real = twilio.parse_media
+    calls = {"n": 0}
+
+    def flaky(data, tracks):
+        calls["n"] += 1
+        if calls["n"] == 100:
+            raise RuntimeError("boom")
+        return real(data, tracks)
+
+    monkeypatch.setattr(twilio, "parse_media", flaky)
+
+    async def main() -> None:
+        async with serving() as (server, events):
+            got, close = await twilio_call(server, twilio_messages("CA" + "9" * 32, {"inbound": mu}))
+            assert close == 1011 and parse_event(got[0]).code == "internal"
+            assert await twilio_call(server, twilio_messages("CA" + "8" * 32, {"inbound": mu})) == ([], 1000)
+            assert server._active == 0
+        (summary,) = of(events, "CA" + "9" * 32 + ":caller", "summary")
+        assert summary.duration_s == pytest.approx(99 * 0.02)
+
+    with caplog.at_level(logging.WARNING, logger="realtime"):
+        asyncio.run(main())
+    assert len([r for r in caplog.records if r.exc_info]) == 1

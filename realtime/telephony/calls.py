@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,9 +36,12 @@ if TYPE_CHECKING:
 __all__ = ["Call", "CallProtocol", "Gone", "serve_call", "recv_json", "send_or_gone", "close_ws", "refuse_with_event",
            "check_call_id", "TEXT_LIMIT"]
 
+log = logging.getLogger(__name__)
+
 #: Control messages of the platforms (Twilio's start with its parameters, AudioHook's open)
 #: stay far below this; a bigger text message is refused before it is parsed.
 TEXT_LIMIT = 64 * 1024
+CLOSE_INTERNAL = 1011
 _CALL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,50}")  # a stream id is the call id, ":" and the track
 
 
@@ -210,8 +214,9 @@ async def serve_call(server: DetectorServer, proto: CallProtocol) -> None:
             refusal = exc
         elif isinstance(exc, Gone):
             gone, refusal = True, exc.refusal
-        elif exc is not None:
-            raise exc
+        elif exc is not None:  # a bug of ours: its traceback, and the call still ends cleanly
+            log.error("call on %s failed", getattr(proto.conn, "remote_address", "?"), exc_info=exc)
+            refusal = ProtocolError("internal", CLOSE_INTERNAL, "internal server error; see the server log")
     reader = None  # type: ignore[assignment]  # its traceback holds this frame: no cycle
     call = proto.call
     if refusal is not None:
