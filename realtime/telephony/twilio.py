@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["PATH", "ENDPOINT", "TwilioStart", "parse_start", "parse_media", "signature"]
 
 PATH = "/v1/twilio"
-#: Twilio's track names -> ours: inbound is the caller's voice, outbound what Twilio plays to them.
+#: Twilio's track names -> ours. Twilio names them from its side, whatever the call's direction:
+#: inbound is the party on the leg running the TwiML, outbound what Twilio sends to that party.
 TRACKS = {"inbound": "caller", "outbound": "agent"}
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 _WHAT = "Twilio Media Streams"
