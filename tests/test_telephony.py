@@ -638,3 +638,24 @@ def test_a_bug_in_a_call_ends_that_call_cleanly(monkeypatch, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="realtime"):
         asyncio.run(main())
     assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+@pytest.mark.parametrize("opts, data, code", [
+    (replace(OPTS, start_timeout_s=0.5), b"", "timeout"),  # no UUID in time
+    (replace(OPTS, idle_timeout_s=0.5), audiosocket_frame(0x01, uuid.uuid4().bytes), "timeout"),  # then silence
+    (replace(OPTS, max_messages_per_s=50.0),  # a flood of tiny frames: past the 2-s burst of 100
+     audiosocket_frame(0x01, uuid.uuid4().bytes) + audiosocket_frame(0x10, b"\0\0") * 500, "rate_limited"),
+])
+def test_audiosocket_limits(opts, data, code, caplog) -> None:
+    async def main() -> None:
+        async with serving(options=opts, server_class=AudioSocketServer) as (server, events):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(data)  # and the connection stays open: the server must end it
+            async with asyncio.timeout(T):
+                assert await reader.read() == b""
+            writer.close()
+
+    with caplog.at_level(logging.WARNING, logger="realtime"):
+        asyncio.run(main())
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert len(refusals) == 1 and f": {code} (" in refusals[0], refusals
