@@ -6,7 +6,11 @@ Examples:
   realtime-detect --input a.wav b.mp3 dir/ --offline --json
                                                      as fast as possible, a summary per file
   realtime-detect --input mic                        the default microphone
-  realtime-detect --input ws --port 8765             WebSocket server (browser page at /)
+  realtime-detect --input ws --port 8765             WebSocket server (browser page at /; Twilio Media
+                                                     Streams at /v1/twilio, Genesys AudioHook at /v1/audiohook)
+  realtime-detect --input audiosocket --port 9092    Asterisk AudioSocket() calls (docs/telephony.md)
+  realtime-detect --input ws --webhook https://hooks.example/deepfake
+                                                     POST each alert, signed (--webhook-secret)
   ffmpeg -i SRC -f s16le -ac 1 -ar 8000 - | realtime-detect --input - --format s16le --rate 8000
                                                      (-ac 1: a stereo source read as mono is wrong)
   realtime-detect --list-engines                     what can run on this machine, and why not
@@ -48,20 +52,20 @@ class Output:
     """Routes events to JSON lines (stdout) and/or the console view; errors always reach stderr."""
 
     def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool,
-                 event_log=None) -> None:  # EventLog | None
+                 records: Sequence = ()) -> None:  # the event log, the webhook
         from realtime.console import ConsoleView
 
         self.json, self.quiet, self.stdout, self.stderr = options.json, options.quiet, stdout, stderr
         self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
-        self.event_log = event_log
+        self.records = records
         self.errors = 0
         self.stdout_closed = asyncio.Event()  # its reader left (`| head`): the run stops quietly
 
     def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
         from realtime.console import format_error
 
-        if self.event_log is not None:
-            self.event_log(ev)
+        for record in self.records:
+            record(ev)
         if ev.type == "error":
             self.errors += 1
             print(format_error(ev, color=False), file=self.stderr, flush=True)
@@ -128,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("input")
     src.add_argument("--input", "-i", nargs="+", metavar="SRC",
-                     help="audio files or folders, 'demo' (bundled clip), 'mic', 'ws' (server) or '-' (raw PCM on stdin)")
+                     help="audio files or folders, 'demo' (bundled clip), 'mic', 'ws' (server), 'audiosocket' "
+                          "(Asterisk AudioSocket listener) or '-' (raw PCM on stdin)")
     src.add_argument("--offline", action="store_true",
                      help="files: score as fast as possible and print one summary per file (default: replay in real time)")
     src.add_argument("--windows", action="store_true", help="with --offline: also emit every window's score event")
@@ -178,9 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     mic.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     mic.add_argument("--retry", action="store_true",
                      help="reopen the device (with backoff) if it disappears, instead of stopping with an error")
-    srv = ap.add_argument_group("WebSocket server (--input ws)")
+    srv = ap.add_argument_group("servers (--input ws, --input audiosocket)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    srv.add_argument("--port", type=int, default=8765,
+                     help="port (default 8765; 0 picks a free one); with audiosocket, the TCP port AudioSocket() dials")
     srv.add_argument("--token", default=os.environ.get("REALTIME_DETECT_TOKEN"),
                      help="require this bearer token (default: $REALTIME_DETECT_TOKEN; prefer the variable, "
                           "a command line is visible to other users)")
@@ -198,6 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="throttle a stream sending audio faster than X times real time (default 4; 0: no limit)")
     srv.add_argument("--max-message-rate", dest="max_messages_per_s", type=float, default=500.0, metavar="N",
                      help="refuse a stream sending more than N messages per second (default 500; 0: no limit)")
+    tel = ap.add_argument_group("telephony (docs/telephony.md)")
+    tel.add_argument("--twilio-auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"), metavar="TOKEN",
+                     help="/v1/twilio: accept only handshakes signed by Twilio (X-Twilio-Signature) with this "
+                          "account auth token (default: $TWILIO_AUTH_TOKEN)")
+    tel.add_argument("--audiosocket-track", choices=("caller", "agent", "mixed"), default="caller",
+                     help="--input audiosocket: which party the channel's audio is, the events' track (default "
+                          "caller; mixed for a leg that hears both parties)")
+    hook = ap.add_argument_group("webhooks (every input)")
+    hook.add_argument("--webhook", dest="webhook_url", default=None, metavar="URL",
+                      help="POST each alert (the alert rule turning on for a stream) as JSON to URL, retried with "
+                           "backoff; never slows scoring")
+    hook.add_argument("--webhook-secret", default=os.environ.get("REALTIME_DETECT_WEBHOOK_SECRET"), metavar="SECRET",
+                      help="sign each POST: X-Realtime-Detect-Signature: sha256=HMAC-SHA256(body) "
+                           "(default: $REALTIME_DETECT_WEBHOOK_SECRET)")
+    hook.add_argument("--webhook-summaries", action="store_true",
+                      help="also POST each stream's summary (its verdict)")
     live = ap.add_argument_group("live streams (ws, stdin)")
     live.add_argument("--max-wait-ms", type=float, default=5.0,
                       help="micro-batcher: longest a window waits for others to share an engine call (default 5)")
@@ -240,6 +262,10 @@ def options_from_args(args: argparse.Namespace) -> DetectorOptions:
         opts.alerts = AlertOptions(threshold=args.threshold, smoothing=args.smoothing, ema_alpha=args.ema_alpha,
                                    n=args.alert_n, k_on=args.alert_on, k_off=args.alert_off,
                                    gate=args.speech_gate, gate_db=args.gate_db)
+    if getattr(args, "webhook_url", None):
+        from realtime.webhook import WebhookOptions
+
+        opts.webhook = WebhookOptions(args.webhook_url, args.webhook_secret, summaries=args.webhook_summaries)
     return opts
 
 
@@ -290,6 +316,18 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
             and not _is_loopback(args.host):
         ap.error(f"--host {args.host}: serving beyond this machine without --token; "
                  "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
+    if args.input and args.input[0] == "audiosocket" and not args.insecure and not _is_loopback(args.host):
+        ap.error(f"--host {args.host}: AudioSocket carries no credentials; keep it on a private network "
+                 "and pass --insecure")
+    if args.webhook_url:
+        from realtime.webhook import WebhookOptions
+
+        try:
+            WebhookOptions(args.webhook_url, args.webhook_secret)
+        except ValueError as e:
+            ap.error(str(e))
+    elif args.webhook_summaries:
+        ap.error("--webhook-summaries needs --webhook URL")
 
 
 def _is_loopback(host: str) -> bool:
@@ -298,12 +336,18 @@ def _is_loopback(host: str) -> bool:
     return is_loopback(host)
 
 
-def _open_event_log(options: DetectorOptions):  # -> EventLog | None
-    if options.events is None:
-        return None
-    from realtime.eventlog import EventLogOptions, open_event_log
+def _open_records(options: DetectorOptions) -> list:
+    """The sinks that record every run's events: the event log (--events), the webhook."""
+    records: list = []
+    if options.events is not None:
+        from realtime.eventlog import EventLogOptions, open_event_log
 
-    return open_event_log(options.events, EventLogOptions(fsync_interval_s=options.events_fsync_s))
+        records.append(open_event_log(options.events, EventLogOptions(fsync_interval_s=options.events_fsync_s)))
+    if options.webhook is not None:
+        from realtime.webhook import WebhookSink
+
+        records.append(WebhookSink(options.webhook))
+    return records
 
 
 def list_engines(stdout: TextIO, model: str) -> int:
@@ -492,13 +536,14 @@ async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
     return EXIT_FAILED if output.errors else EXIT_OK
 
 
-async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, event_log=None,
-                  observers: Sequence[RunObserver] = ()) -> int:
-    """WebSocket server (``--input ws``) until SIGTERM/SIGINT, or until cancelled (the dashboard
-    closed), which drains the streams the same way."""
+async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, records: Sequence = (),
+                  observers: Sequence[RunObserver] = (), audiosocket: bool = False) -> int:
+    """WebSocket server (``--input ws``), or the AudioSocket listener, until SIGTERM/SIGINT, or
+    until cancelled (the dashboard closed), which drains the streams the same way."""
     from realtime.console import ConsoleView
     from realtime.server import DetectorServer, run_server
     from realtime.session import ConsoleSink, JsonLinesSink
+    from realtime.telephony.audiosocket import AudioSocketServer
 
     logging.basicConfig(level=logging.INFO, format="realtime-detect: %(message)s", stream=stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is too many
@@ -520,11 +565,11 @@ async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, even
                     servers[0].shutdown()
 
         sinks.append(to_stdout)
-    if event_log is not None:
-        sinks.append(event_log)
+    sinks.extend(records)
     engine = _load_engine(options)
     task = asyncio.ensure_future(run_server(_live_detector(engine, options, sinks, observers), options,
-                                            on_ready=servers.append))
+                                            on_ready=servers.append,
+                                            server_class=AudioSocketServer if audiosocket else DetectorServer))
     try:
         await asyncio.shield(task)  # a cancel from outside lands here, not in the server
     except asyncio.CancelledError:
@@ -585,15 +630,16 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     from engines import CheckpointError, EngineError, MissingExtraError
     from realtime.errors import RealtimeError
 
-    special = {"mic", "ws", "-"}
+    special = {"mic", "ws", "audiosocket", "-"}
     if any(x in special for x in args.input) and len(args.input) > 1:
-        ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws' and '-' cannot be combined with other inputs")
+        ap.error(f"--input {' '.join(args.input)}: 'mic', 'ws', 'audiosocket' and '-' cannot be combined with "
+                 "other inputs")
     kind = args.input[0] if args.input[0] in special else "files"
     if args.plot is not None and kind != "files":
         ap.error(f"--plot: only for files, not --input {kind}")
-    event_log = None
+    records: list = []
     try:
-        event_log = _open_event_log(options)
+        records = _open_records(options)
         # Missing extras are reported before any audio is touched.
         if options.dashboard:
             from realtime.dashboard import check_available
@@ -611,7 +657,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             if not files:
                 print(f"realtime-detect: no audio files found in {printable(' '.join(args.input))}", file=stderr)
                 return EXIT_FAILED
-            output = Output(options, stdout, stderr, show_stream=len(files) > 1, event_log=event_log)
+            output = Output(options, stdout, stderr, show_stream=len(files) > 1, records=records)
             emit_windows = not options.offline or args.windows
             observers = _file_observers(files, options, stderr)
             if options.dashboard:
@@ -620,17 +666,18 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
                                                                  [*observers, bridge]), title, args)
             return asyncio.run(_run_files(files, options, output, emit_windows, observers))
         if kind == "-":
-            output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
+            output = Output(options, stdout, stderr, show_stream=False, records=records)
             if options.dashboard:
                 return _with_dashboard(lambda bridge: _run_stdin(options, output, [bridge]), "stdin", args)
             return asyncio.run(_run_stdin(options, output))
-        if kind == "ws":
+        if kind in ("ws", "audiosocket"):
+            tcp = kind == "audiosocket"
             if options.dashboard:
-                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, event_log, [bridge]),
-                                       f"ws://{options.host}:{options.port}", args)
-            return asyncio.run(_run_ws(options, stdout, stderr, event_log))
+                return _with_dashboard(lambda bridge: _run_ws(options, stdout, stderr, records, [bridge], tcp),
+                                       f"{'tcp' if tcp else 'ws'}://{options.host}:{options.port}", args)
+            return asyncio.run(_run_ws(options, stdout, stderr, records, audiosocket=tcp))
         if kind == "mic":
-            output = Output(options, stdout, stderr, show_stream=False, event_log=event_log)
+            output = Output(options, stdout, stderr, show_stream=False, records=records)
             if options.dashboard:
                 return _with_dashboard(lambda bridge: _run_mic(options, output, stderr, [bridge]), "microphone", args)
             return asyncio.run(_run_mic(options, output, stderr))
@@ -644,8 +691,8 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         silence(stdout)
         return EXIT_OK
     finally:
-        if event_log is not None:
-            event_log.close()  # the loop is gone: write what is queued, sync, close
+        for record in records:
+            record.close()  # the loop is gone: write (or POST) what is queued, sync, close
     return EXIT_OK
 
 

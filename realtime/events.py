@@ -22,11 +22,15 @@ import numpy as np
 
 from .errors import EventSchemaError
 
-__all__ = ["LABELS", "ERROR_CODES", "ScoreEvent", "SummaryEvent", "ErrorEvent", "ReadyEvent",
+__all__ = ["LABELS", "TRACKS", "ERROR_CODES", "ScoreEvent", "SummaryEvent", "ErrorEvent", "ReadyEvent",
            "Event", "parse_event", "EventSchemaError"]
 
 #: Window and file verdicts. ``no_speech`` windows are not given a verdict.
 LABELS = ("bonafide", "spoof", "no_speech")
+
+#: Which party of a call a stream carries (telephony inputs): the caller, the agent, or both
+#: parties in one signal. Absent from events of streams that do not say.
+TRACKS = ("caller", "agent", "mixed")
 
 #: Error codes the live side uses (others may be added; any ``[a-z0-9_]+`` is accepted).
 ERROR_CODES = {
@@ -94,6 +98,11 @@ def _label(obj: Any) -> None:
         _fail(type(obj), "spoof_probability", None, f"a probability when label is {obj.label!r}")
 
 
+def _track(obj: Any) -> None:
+    if obj.track is not None and obj.track not in TRACKS:
+        _fail(type(obj), "track", obj.track, " | ".join(TRACKS) + " or null")
+
+
 def _r(x: float | None, digits: int) -> float | None:
     return None if x is None else round(x, digits)
 
@@ -138,11 +147,12 @@ class ScoreEvent(_Event):
     when true; ``shed`` (windows of this stream dropped under load since the previous
     event) only when non-zero. ``spoof_probability`` may be None only for ``no_speech``.
     ``connection`` (server streams: the connection's number, which tells apart two clients
-    using one stream id) appears only when set, in every event of the stream.
+    using one stream id) and ``track`` (:data:`TRACKS`) appear only when set, in every
+    event of the stream.
     """
 
     type: ClassVar[str] = "score"
-    _optional: ClassVar[frozenset[str]] = frozenset({"tiled", "shed", "connection"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"tiled", "shed", "connection", "track"})
 
     stream: str
     seq: int
@@ -156,6 +166,7 @@ class ScoreEvent(_Event):
     tiled: bool = False
     shed: int = 0
     connection: int | None = None
+    track: str | None = None
 
     def __post_init__(self) -> None:
         _str(self, "stream")
@@ -170,16 +181,18 @@ class ScoreEvent(_Event):
         _bool(self, "tiled")
         _int(self, "shed")
         _int(self, "connection", optional=True)
+        _track(self)
 
     @classmethod
     def for_window(cls, window: Any, spoof_probability: float | None, label: str, alert: bool,
-                   model: str, scored_at: float, shed: int = 0, connection: int | None = None) -> ScoreEvent:
+                   model: str, scored_at: float, shed: int = 0, connection: int | None = None,
+                   track: str | None = None) -> ScoreEvent:
         """Event for a :class:`~realtime.windowing.Window` scored at ``scored_at``
         (``time.monotonic()``); ``latency_ms`` is measured from the window's arrival."""
         return cls(stream=window.stream, seq=window.seq, start_s=window.start_s, end_s=window.end_s,
                    spoof_probability=spoof_probability, label=label, alert=alert,
                    latency_ms=max(0.0, (scored_at - window.arrival) * 1000.0), model=model,
-                   tiled=window.tiled, shed=shed, connection=connection)
+                   tiled=window.tiled, shed=shed, connection=connection, track=track)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -192,7 +205,7 @@ class ScoreEvent(_Event):
             d["tiled"] = True
         if self.shed:
             d["shed"] = self.shed
-        return _with_connection(d, self.connection)
+        return _with_connection(d, self.connection, self.track)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +217,7 @@ class SummaryEvent(_Event):
     """
 
     type: ClassVar[str] = "summary"
-    _optional: ClassVar[frozenset[str]] = frozenset({"model", "duration_s", "tiled", "connection"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"model", "duration_s", "tiled", "connection", "track"})
 
     stream: str
     windows: int
@@ -215,6 +228,7 @@ class SummaryEvent(_Event):
     duration_s: float | None = None
     tiled: bool = False
     connection: int | None = None
+    track: str | None = None
 
     def __post_init__(self) -> None:
         _str(self, "stream")
@@ -226,6 +240,7 @@ class SummaryEvent(_Event):
         _str(self, "model", optional=True)
         _num(self, "duration_s", optional=True)
         _int(self, "connection", optional=True)
+        _track(self)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -238,7 +253,7 @@ class SummaryEvent(_Event):
             d["duration_s"] = round(self.duration_s, 3)
         if self.tiled:
             d["tiled"] = True
-        return _with_connection(d, self.connection)
+        return _with_connection(d, self.connection, self.track)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +261,13 @@ class ErrorEvent(_Event):
     """A problem reported to the client; ``stream`` is None before a stream exists."""
 
     type: ClassVar[str] = "error"
-    _optional: ClassVar[frozenset[str]] = frozenset({"stream", "connection"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"stream", "connection", "track"})
 
     code: str
     message: str
     stream: str | None = None
     connection: int | None = None
+    track: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str) or not _CODE_RE.fullmatch(self.code):
@@ -259,6 +275,7 @@ class ErrorEvent(_Event):
         _str(self, "message")
         _str(self, "stream", optional=True)
         _int(self, "connection", optional=True)
+        _track(self)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type}
@@ -266,7 +283,7 @@ class ErrorEvent(_Event):
             d["stream"] = self.stream
         d["code"] = self.code
         d["message"] = self.message
-        return _with_connection(d, self.connection)
+        return _with_connection(d, self.connection, self.track)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +292,7 @@ class ReadyEvent(_Event):
     model's: each model has its own (a page draws it); optional for older servers."""
 
     type: ClassVar[str] = "ready"
-    _optional: ClassVar[frozenset[str]] = frozenset({"threshold", "connection"})
+    _optional: ClassVar[frozenset[str]] = frozenset({"threshold", "connection", "track"})
 
     stream: str
     window_s: float
@@ -283,6 +300,7 @@ class ReadyEvent(_Event):
     model: str
     threshold: float | None = None
     connection: int | None = None
+    track: str | None = None
 
     def __post_init__(self) -> None:
         _str(self, "stream")
@@ -293,18 +311,21 @@ class ReadyEvent(_Event):
         _str(self, "model")
         _num(self, "threshold", 0.0, 1.0, optional=True)
         _int(self, "connection", optional=True)
+        _track(self)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "stream": self.stream, "window_s": round(self.window_s, 3),
                              "hop_s": round(self.hop_s, 3), "model": self.model}
         if self.threshold is not None:
             d["threshold"] = round(self.threshold, 4)
-        return _with_connection(d, self.connection)
+        return _with_connection(d, self.connection, self.track)
 
 
-def _with_connection(d: dict[str, Any], connection: int | None) -> dict[str, Any]:
+def _with_connection(d: dict[str, Any], connection: int | None, track: str | None) -> dict[str, Any]:
     if connection is not None:
         d["connection"] = connection
+    if track is not None:
+        d["track"] = track
     return d
 
 

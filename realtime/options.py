@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .alerts import AlertOptions
+from .webhook import WebhookOptions
 
 
 @dataclass
@@ -58,10 +59,13 @@ class DetectorOptions:
     realtime_burst_s: float = 8.0  # seconds of audio a stream may send at once before throttling
     max_messages_per_s: float = 500.0  # more frames per second (after a 2-s burst): rate_limited (0: none)
     max_backlog_bytes: int = 8 << 20  # audio read ahead of the realtime factor, per stream; then TCP pushes back
+    twilio_auth_token: str | None = None  # /v1/twilio: check X-Twilio-Signature with the account's auth token
+    audiosocket_track: str = "caller"  # --input audiosocket: which party the channel's audio is (events' track)
     # Durable event log (realtime.eventlog)
     events: str | None = None  # FILE.jsonl or sqlite:PATH
     events_fsync_s: float = 1.0  # fsync at most this long after a batch (0: every batch)
     # Alerts and review
     alerts: AlertOptions = field(default_factory=AlertOptions)  # smoothing, k-of-n rule, speech gate
     save_alerts: Path | None = None
+    webhook: WebhookOptions | None = None  # POST alerts (and summaries) to a URL
     dashboard: bool = False

@@ -5,7 +5,9 @@
 * ``ws://HOST:PORT/v1/stream``: the client sends a text ``start`` message, then binary
   frames of interleaved PCM, then ``{"type":"end"}``; the server answers ``ready``, one
   ``score`` event per window, a ``summary``, and closes with 1000.
-* ``GET /healthz``: 200 and a JSON status (streams, queue, shed counts, event log).
+* ``/v1/twilio`` and ``/v1/audiohook``: Twilio Media Streams and Genesys AudioHook
+  (:mod:`realtime.telephony`), :class:`Endpoint` s with the same checks before the handshake.
+* ``GET /healthz``: 200 and a JSON status (streams, queue, shed counts, event log, webhook).
   ``GET /`` and the other files of ``realtime/web/``: the browser client (a fixed table of
   the files present at start-up, so no request path ever reaches the file system).
 
@@ -88,6 +90,7 @@ windows are scored and its summary sent), close them with 1001, then stop the ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import hmac
@@ -102,7 +105,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -124,8 +127,8 @@ from .pacing import Backlog, TokenBucket
 from .pcm import PCM_FORMATS, PcmDecoder
 from .session import LiveDetector, StreamSession
 
-__all__ = ["DetectorServer", "ProtocolError", "StartRequest", "parse_start", "run_server", "WEB_DIR",
-           "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
+__all__ = ["DetectorServer", "ProtocolError", "Endpoint", "AudioFeed", "StartRequest", "parse_start", "run_server",
+           "WEB_DIR", "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
            "RECV_QUEUE", "InsecureBindError", "ListenError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,16 @@ class ProtocolError(Exception):
         self.code = code
         self.close = close
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A WebSocket path the server speaks a protocol on. Every endpoint gets the same checks
+    before the handshake (capacity, Host, Origin, bearer and URL token); ``handshake`` adds its
+    own (returns why the request is refused, or None); ``serve`` runs the connection."""
+
+    serve: Callable[[DetectorServer, _Connection], Awaitable[None]]
+    handshake: Callable[[DetectorServer, Request], str | None] | None = None
 
 
 class ListenError(RealtimeError):
@@ -485,6 +498,10 @@ class DetectorServer:
         self._server: Server | None = None
         self.refused = 0
         self.dropped_events = 0
+        from .telephony import audiohook, twilio  # they build on this module: imported once it is loaded
+
+        self.endpoints: dict[str, Endpoint] = {STREAM_PATH: Endpoint(DetectorServer._handler),
+                                               twilio.PATH: twilio.ENDPOINT, audiohook.PATH: audiohook.ENDPOINT}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -494,7 +511,7 @@ class DetectorServer:
             raise InsecureBindError(f"host {o.host!r} is reachable beyond this machine and no token is set; "
                                     "set a token (REALTIME_DETECT_TOKEN or --token) or pass --insecure")
         self._server = await serve(
-            self._handler, o.host, o.port,
+            self._dispatch, o.host, o.port,
             process_request=self._process_request,
             create_connection=partial(_Connection, frame_rate=o.max_messages_per_s),  # type: ignore[arg-type]
             compression=None,  # PCM does not deflate well, and deflate state costs ~100 KB per client
@@ -511,12 +528,38 @@ class DetectorServer:
         assert self._server is not None, "start() first"
         return self._server.sockets[0].getsockname()[1]
 
+    @property
+    def url(self) -> str:
+        """Where clients connect (the log line a supervisor or a test waits for)."""
+        return f"ws://{self.options.host}:{self.port}{STREAM_PATH}"
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set by :meth:`shutdown`: streams finish what arrived and close with 1001."""
+        return self._stopping
+
+    @contextlib.contextmanager
+    def active_stream(self) -> Iterator[None]:
+        """Count a stream (or call) as open: /healthz, capacity and the drain at shutdown see it."""
+        self._active += 1
+        self._all_done.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._all_done.set()
+
     def shutdown(self) -> None:
         """Stop accepting; every open stream is finished (summary sent) and closed with 1001."""
         if self._stopping.is_set() or self._server is None:
             return
         log.info("shutting down: finishing %d streams", self._active)
         self._stopping.set()
+        self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        assert self._server is not None
         self._server.close(close_connections=False)
 
     async def wait_closed(self) -> None:
@@ -528,12 +571,15 @@ class DetectorServer:
                 await self._all_done.wait()
         except TimeoutError:
             log.warning("%d streams still open after %.0f s; closing them", self._active, self.drain_s)
+        await self._close_connections()
+        await self.detector.aclose()
+
+    async def _close_connections(self) -> None:
         # Streams are done; what is left is stuck streams and clients that never sent "start".
         assert self._server is not None
         await asyncio.gather(*(c.close(CLOSE_GOING_AWAY, "server shutting down")
                                for c in list(self._server.connections)), return_exceptions=True)
         await self._server.wait_closed()
-        await self.detector.aclose()
 
     def health(self) -> dict[str, Any]:
         s = self.detector.batcher.stats()
@@ -544,12 +590,16 @@ class DetectorServer:
             "mean_batch": round(s.mean_batch, 2), "busy_s": round(s.busy_s, 3), "refused": self.refused,
             "dropped_events": self.dropped_events}
         from .eventlog import EventLog  # no import cycle at module load; only when asked
+        from .webhook import WebhookSink
 
         for sink in self.detector.sinks:
             if isinstance(sink, EventLog):
                 st = sink.stats()
                 h["event_log"] = {"written": st.written, "queued": st.queued, "dropped": st.dropped,
                                   "failed": st.failed, "available": st.available}
+            elif isinstance(sink, WebhookSink):
+                w = sink.stats()
+                h["webhook"] = {"sent": w.sent, "failed": w.failed, "retried": w.retried, "dropped": w.dropped}
         return h
 
     # -- HTTP side (opening handshake) -----------------------------------------------------
@@ -583,7 +633,8 @@ class DetectorServer:
             return self._refuse_http(connection, http.HTTPStatus.FORBIDDEN,
                                      f"Host {request.headers.get('Host', '')[:100]!r} not served without a token "
                                      "(only localhost and loopback addresses are); set a token or pass --insecure")
-        if path == STREAM_PATH:
+        endpoint = self.endpoints.get(path)
+        if endpoint is not None:
             if self._stopping.is_set():
                 return self._refuse_http(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
             assert self._server is not None
@@ -605,6 +656,9 @@ class DetectorServer:
                                              "send 'Authorization: Bearer', or \"token\" in the start message")
                 if in_url is not None and not _token_ok(token, in_url):
                     return self._refuse_http(connection, http.HTTPStatus.UNAUTHORIZED, "wrong token in the URL")
+            why = endpoint.handshake(self, request) if endpoint.handshake is not None else None
+            if why is not None:
+                return self._refuse_http(connection, http.HTTPStatus.FORBIDDEN, why)
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
             return _response(http.HTTPStatus.OK, json.dumps(self.health()).encode(), "application/json")
@@ -626,34 +680,44 @@ class DetectorServer:
             raise ProtocolError("timeout", CLOSE_POLICY,
                                 f"no message for {timeout:g} s; idle connections are closed") from None
 
-    def _log_refusal(self, ws: ServerConnection, e: ProtocolError, stream: str | None = None) -> None:
+    def log_refusal(self, ws: ServerConnection, e: ProtocolError, stream: str | None = None) -> None:
         self.refused += 1
         where = f" stream {stream}" if stream else ""
         log.warning("refused %s%s: %s (%s), close %d", _peer(ws), where, e.code, e.message, e.close)
 
     async def _refuse(self, ws: ServerConnection, e: ProtocolError) -> None:
-        self._log_refusal(ws, e)
+        self.log_refusal(ws, e)
         try:
             await ws.send(ErrorEvent(code=e.code, message=e.message).to_json())
             await ws.close(e.close, e.code)
         except ConnectionClosed:
             pass
 
+    def authorized(self, request: Request | None, *given: str | None) -> bool:
+        """Whether a connection holds the token (if one is set): in its ``Authorization: Bearer``
+        header, in the URL (with ``allow_url_token``), or in ``given`` (a protocol's own field)."""
+        token = self.options.token
+        if token is None:
+            return True
+        if request is not None and (_token_ok(token, _bearer(request.headers)) or (
+                self.options.allow_url_token and _token_ok(token, _url_token(request)))):
+            return True
+        return any(_token_ok(token, g) for g in given)
+
     async def _open(self, ws: ServerConnection) -> tuple[StartRequest, str]:
         start = parse_start(await self._recv(ws, self.options.start_timeout_s))
-        token = self.options.token
-        request = ws.request
-        if token is not None and not (
-                _token_ok(token, _bearer(request.headers) if request else None)
-                or (self.options.allow_url_token and _token_ok(token, _url_token(request) if request else None))
-                or _token_ok(token, start.token)):
+        if not self.authorized(ws.request, start.token):
             raise ProtocolError("unauthorized", CLOSE_POLICY,
                                 "a token is required: 'Authorization: Bearer ...' header or \"token\" in the start message")
+        self.admit()
+        return start, start.stream or f"ws-{ws.number}"
+
+    def admit(self) -> None:
+        """Raise ``busy`` when a new stream (or call) cannot start: shutting down, or full."""
         if self._stopping.is_set():
             raise ProtocolError("busy", CLOSE_BUSY, "server shutting down; retry later")
         if self._active >= self.options.max_connections:
             raise ProtocolError("busy", CLOSE_BUSY, f"{self.options.max_connections} streams open; retry later")
-        return start, start.stream or f"ws-{ws.number}"
 
     async def _next_message(self, ws: ServerConnection, backlog: Backlog) -> str | bytes:
         """The next message. The idle timeout counts from when the stream's audio has all been
@@ -697,8 +761,11 @@ class DetectorServer:
         except ConnectionClosed:
             return None
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        assert isinstance(ws, _Connection)
+    async def _dispatch(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, _Connection) and ws.request is not None
+        await self.endpoints[ws.request.path.partition("?")[0]].serve(self, ws)
+
+    async def _handler(self, ws: _Connection) -> None:
         try:
             start, stream_id = await self._open(ws)
         except ProtocolError as e:
@@ -706,17 +773,13 @@ class DetectorServer:
             return
         except ConnectionClosed:
             if ws.refusal is not None:  # the library refused a message (the client was told)
-                self._log_refusal(ws, ws.refusal)
+                self.log_refusal(ws, ws.refusal)
             return
-        self._active += 1
-        self._all_done.clear()
         outbox = _Outbox(ws, self.options.send_queue)
         try:
-            await self._serve_stream(ws, start, stream_id, outbox)
+            with self.active_stream():
+                await self._serve_stream(ws, start, stream_id, outbox)
         finally:
-            self._active -= 1
-            if self._active == 0:
-                self._all_done.set()
             if outbox.dropped:
                 self.dropped_events += outbox.dropped
                 log.warning("stream %s: client read too slowly, %d score events dropped", stream_id, outbox.dropped)
@@ -732,7 +795,7 @@ class DetectorServer:
         for sink in session.sinks:
             sink(ready)
         backlog = Backlog(o.max_backlog_bytes)
-        feed = _Feed(session, decoder, backlog, start.sample_rate, self.detector.window.hop_s)
+        feed = AudioFeed(session, decoder, backlog, start.sample_rate, self.detector.window.hop_s)
         reader = asyncio.create_task(self._read(ws, backlog))
         pace = TokenBucket(o.max_realtime_factor, o.realtime_burst_s) if o.max_realtime_factor > 0 else None
         feeder = asyncio.create_task(feed.run(pace))
@@ -760,7 +823,7 @@ class DetectorServer:
                         f"stream ended inside a frame: the last {decoder.pending_bytes} byte(s) are not a whole "
                         f"{decoder.frame_bytes}-byte frame ({start.format}, {start.channels} channel(s)); dropped"))
         except ProtocolError as e:
-            self._log_refusal(ws, e, stream_id)
+            self.log_refusal(ws, e, stream_id)
             session.error(e.code, e.message)  # to the client and to the shared sinks
             outbox.stop()  # what follows (the summary) is only for the shared sinks
             code, reason = e.close, e.code
@@ -768,7 +831,7 @@ class DetectorServer:
             gone = True
             outbox.stop()
             if ws.refusal is not None:
-                self._log_refusal(ws, ws.refusal, stream_id)
+                self.log_refusal(ws, ws.refusal, stream_id)
                 session.error(ws.refusal.code, ws.refusal.message)  # the client already has it
         # However the stream ended, score what arrived and record the summary.
         try:
@@ -784,13 +847,13 @@ class DetectorServer:
             outbox.task.cancel()
             return
         if late is not None:
-            self._log_refusal(ws, late, stream_id)
+            self.log_refusal(ws, late, stream_id)
             session.error(late.code, late.message)
             code, reason = late.close, late.code
         await outbox.close(code, reason, self.flush_s)
 
 
-class _Feed:
+class AudioFeed:
     """A stream's backlog into its session: at most ``pace``'s rate (None: as fast as the
     batcher takes it), one hop of audio at a time, each only when the stream has room for its
     windows. So a within-limits client never has windows shed for arriving together (one
@@ -916,12 +979,14 @@ class _AcceptErrors:
 
 
 async def run_server(detector: LiveDetector, options: DetectorOptions | None = None, *,
-                     on_ready: Callable[[DetectorServer], None] | None = None, **kwargs: Any) -> None:
-    """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here."""
+                     on_ready: Callable[[DetectorServer], None] | None = None,
+                     server_class: type[DetectorServer] = DetectorServer, **kwargs: Any) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (see module doc). ``detector`` is started here.
+    ``server_class``: :class:`DetectorServer`, or the AudioSocket listener built on it."""
     pin_mmap_threshold()  # a server runs for days: memory must go back when streams end
     asyncio.get_running_loop().set_exception_handler(_AcceptErrors())
     detector.start()
-    server = DetectorServer(detector, options, **kwargs)
+    server = server_class(detector, options, **kwargs)
     try:
         await server.start()
     except OSError as e:  # the port is taken, the address is not ours: one line, not a traceback
@@ -941,9 +1006,8 @@ async def run_server(detector: LiveDetector, options: DetectorOptions | None = N
             loop.add_signal_handler(sig, server.shutdown)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
-    o = server.options
-    log.info("listening on ws://%s:%d%s (model %s, threshold %.2f: each model has its own)", o.host, server.port,
-             STREAM_PATH, detector.model, detector.threshold)
+    log.info("listening on %s (model %s, threshold %.2f: each model has its own)", server.url,
+             detector.model, detector.threshold)
     if on_ready is not None:
         on_ready(server)
     await server.wait_closed()

@@ -95,10 +95,12 @@ class StreamSession:
                  aggregate: str = "mean_logit", policy: Policy = "shed",
                  clips: AlertClipWriter | None = None,
                  on_window: Callable[[Window], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, connection: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, connection: int | None = None,
+                 track: str | None = None) -> None:
         alerts = alerts if alerts is not None else AlertOptions()
         self.stream = stream
         self.connection = connection  # server streams: tells apart two clients with one stream id
+        self.track = track  # telephony: which party (realtime.events.TRACKS), in every event
         self.model = model
         self.policy = policy
         self.sinks: list[Sink] = list(sinks)
@@ -179,7 +181,8 @@ class StreamSession:
 
     def error(self, code: str, message: str) -> ErrorEvent:
         """Emit an error event about this stream (and return it)."""
-        ev = ErrorEvent(code=code, message=message, stream=self.stream, connection=self.connection)
+        ev = ErrorEvent(code=code, message=message, stream=self.stream, connection=self.connection,
+                        track=self.track)
         self._emit(ev)
         return ev
 
@@ -192,7 +195,7 @@ class StreamSession:
         return SummaryEvent(stream=self.stream, windows=self.counters.windows, spoof_probability=p,
                             label=label, shed=self.counters.shed, model=self.model,
                             duration_s=w.frames_in / w.sample_rate, tiled=self._tiled,
-                            connection=self.connection)
+                            connection=self.connection, track=self.track)
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -209,7 +212,7 @@ class StreamSession:
         if r.status == "error":
             c.errors += 1
             self._emit(ErrorEvent(code="engine_error", stream=self.stream, connection=self.connection,
-                                  message=f"window {r.window.seq} ({r.window.start_s:.2f}-{r.window.end_s:.2f} s) "
+                                  track=self.track, message=f"window {r.window.seq} ({r.window.start_s:.2f}-{r.window.end_s:.2f} s) "
                                           f"not scored: {r.error}"))
             return
         if r.status == "scored":
@@ -222,7 +225,7 @@ class StreamSession:
         else:  # skipped by the speech gate
             p, label, alert = None, "no_speech", self.alert_policy.alert
         ev = ScoreEvent.for_window(r.window, p, label, alert, self.model, r.done_at,
-                                   shed=self._shed_unreported, connection=self.connection)
+                                   shed=self._shed_unreported, connection=self.connection, track=self.track)
         self._tiled |= r.window.tiled
         self._shed_unreported = 0
         c.windows += 1
@@ -262,16 +265,18 @@ class LiveDetector:
         return self
 
     def open_stream(self, stream: str, sample_rate: float, channels: int = 1, *, policy: Policy = "shed",
-                    sinks: Iterable[Sink] = (), connection: int | None = None) -> StreamSession:
+                    sinks: Iterable[Sink] = (), connection: int | None = None,
+                    track: str | None = None) -> StreamSession:
         """A new session; its events go to ``sinks`` and then to the detector's shared sinks."""
         return StreamSession(stream, sample_rate, channels, batcher=self.batcher, model=self.model,
                              threshold=self.threshold, window=self.window, alerts=self.alerts,
                              sinks=[*sinks, *self.sinks], aggregate=self.options.aggregate,
-                             policy=policy, clips=self.clips, on_window=self.on_window, connection=connection)
+                             policy=policy, clips=self.clips, on_window=self.on_window, connection=connection,
+                             track=track)
 
-    def ready(self, stream: str, connection: int | None = None) -> ReadyEvent:
+    def ready(self, stream: str, connection: int | None = None, track: str | None = None) -> ReadyEvent:
         return ReadyEvent(stream=stream, window_s=self.window.window_s, hop_s=self.window.hop_s,
-                          model=self.model, threshold=self.threshold, connection=connection)
+                          model=self.model, threshold=self.threshold, connection=connection, track=track)
 
     async def aclose(self) -> None:
         """Drain the batcher and stop its worker; flush the alert clips."""

@@ -290,6 +290,26 @@ def test_stream_list_is_bounded(qtbot) -> None:
     assert win.selected == "call-4" and win.stream_list.currentRow() == 2
 
 
+def test_stream_list_names_each_calls_track(qtbot) -> None:
+    """A call's streams (telephony inputs) show their track; a plain stream shows none."""
+    from realtime.dashboard.bridge import Bridge, SpectrogramWorker
+
+    bridge = Bridge()
+    worker = SpectrogramWorker()
+    win = DashboardWindow(bridge, worker, DashboardOptions())
+    qtbot.addWidget(win)
+    for stream, track, p in (("CA1:caller", "caller", 0.9), ("CA1:agent", "agent", 0.1), ("ws-1", None, 0.2)):
+        bridge(ScoreEvent(stream=stream, seq=0, start_s=0, end_s=4, spoof_probability=p,
+                          label="spoof" if p > 0.5 else "bonafide", alert=False, latency_ms=2.0, model="m",
+                          track=track))
+    win.tick()
+    win._refresh()
+    worker.close()
+    texts = [win.stream_list.item(i).text() for i in range(3)]
+    assert texts[0].startswith("CA1:caller [caller]  0.90") and texts[1].startswith("CA1:agent [agent]  0.10")
+    assert texts[2].startswith("ws-1  0.20")
+
+
 def test_cli_stdin_with_dashboard(checkpoints: dict[str, Path]) -> None:
     """`--input - --dashboard --dashboard-exit` in a subprocess fed through a pipe (live session path)."""
     import subprocess

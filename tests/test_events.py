@@ -24,11 +24,11 @@ EXAMPLE_LINES = [
 
 
 def doc_lines() -> list[str]:
-    """The lines of every ```json block of docs/protocol.md and README.md."""
+    """The lines of every ```json block of docs/protocol.md, docs/telephony.md and README.md."""
     from tests.conftest import REPO
 
     lines = []
-    for doc in (REPO / "docs" / "protocol.md", REPO / "README.md"):
+    for doc in (REPO / "docs" / "protocol.md", REPO / "docs" / "telephony.md", REPO / "README.md"):
         for block in re.findall(r"```json\n(.*?)```", doc.read_text(encoding="utf-8"), re.DOTALL):
             lines += block.splitlines()
     return lines
@@ -68,6 +68,17 @@ def test_optional_score_fields_only_when_set():
     d = score(tiled=True, shed=3).to_dict()
     assert d["tiled"] is True and d["shed"] == 3
     assert ScoreEvent.from_dict(d) == score(tiled=True, shed=3)
+
+
+def test_track_is_optional_named_and_validated():
+    """Telephony streams say which party they carry; other events are unchanged (no key)."""
+    assert "track" not in score().to_dict() and "track" not in SummaryEvent("f", 1, 0.2, "bonafide").to_dict()
+    for ev in (score(track="caller"), SummaryEvent("c:agent", 1, 0.2, "bonafide", track="agent"),
+               ErrorEvent(code="bad_audio", message="m", stream="c:mixed", track="mixed"),
+               ReadyEvent(stream="c:caller", window_s=4.0, hop_s=0.5, model="m", track="caller")):
+        assert parse_event(ev.to_json(), strict=True) == ev and ev.to_dict()["track"] == ev.track
+    with pytest.raises(EventSchemaError, match="track='customer' not accepted; expected caller | agent | mixed"):
+        score(track="customer")
 
 
 def test_no_speech_has_null_probability():

@@ -42,6 +42,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.summaries: dict[str, SummaryEvent] = {}
         self.errors: deque[ErrorEvent] = deque(maxlen=50)  # the newest is shown in the status bar
         self.failed: set[str] = set()  # streams that ended with an error
+        self.tracks: dict[str, str] = {}  # telephony streams: which party (caller, agent, mixed)
         self.latest_windows: dict[str, Window] = {}
         self.selected: str | None = None
         self.dropped = 0
@@ -153,6 +154,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         if d.model is not None:
             self._set_model(d.model)
         for ev in d.events:
+            if getattr(ev, "track", None) is not None and ev.stream is not None:
+                self.tracks[ev.stream] = ev.track
             if isinstance(ev, ScoreEvent):
                 self._timeline(ev.stream).add(ev)
                 self._dirty = True
@@ -217,7 +220,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         finished = [s for s in candidates if s in self.summaries or s in self.failed]
         victim = (finished or candidates)[0]
         row = list(self.timelines).index(victim)
-        for store in (self.timelines, self.summaries, self.latest_windows):
+        for store in (self.timelines, self.summaries, self.latest_windows, self.tracks):
             store.pop(victim, None)  # type: ignore[attr-defined]
         self.failed.discard(victim)
         self.stream_list.blockSignals(True)
@@ -241,18 +244,20 @@ class DashboardWindow(QtWidgets.QMainWindow):
             self._update_spectrogram()
 
     def _list_text(self, stream: str) -> tuple[str, str]:
-        """Stream list entry and its colour key: the latest verdict, or the file verdict when done."""
+        """Stream list entry and its colour key: the latest verdict, or the file verdict when done;
+        a call's streams also name their track (caller / agent / mixed)."""
+        name = f"{stream} [{self.tracks[stream]}]" if stream in self.tracks else stream
         if stream in self.failed:
-            return f"{stream}  error", "spoof"
+            return f"{name}  error", "spoof"
         s = self.summaries.get(stream)
         if s is not None:
             p = "-" if s.spoof_probability is None else f"{s.spoof_probability:.2f}"
-            return f"{stream}  {p} {NAMES[s.label]} (file)", s.label
+            return f"{name}  {p} {NAMES[s.label]} (file)", s.label
         last = self.timelines[stream].last
         if last is None:
-            return stream, "none"
+            return name, "none"
         p = "-" if last.spoof_probability is None else f"{last.spoof_probability:.2f}"
-        return f"{stream}  {p} {NAMES[last.label]}", last.label
+        return f"{name}  {p} {NAMES[last.label]}", last.label
 
     # -- drawing -------------------------------------------------------------------------------
     def _paint_verdict(self, key: str, alert: bool = False) -> None:
