@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engines.mel import linear_filterbank, mel_filterbank
+
 FeatureKind = Literal["logmel", "loglinear", "logpower"]
 FEATURE_KINDS = ("logmel", "loglinear", "logpower")
 
@@ -46,8 +48,6 @@ class FrontEndConfig:
 
     def filterbank(self) -> np.ndarray | None:
         """[n_features, n_bins] band weights applied to the power spectrum, or None (logpower)."""
-        from engines.mel import linear_filterbank, mel_filterbank
-
         if self.kind == "logpower":
             return None
         bank = mel_filterbank if self.kind == "logmel" else linear_filterbank
