@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from engines import resolve_model
+from engines.audio_io import AudioFileError, read_mono
 from engines.checkpoint import CONFIG_NAME, INT8_NAME, ONNX_NAME, read_config, sha256_file, verify_file
 from engines.errors import EngineError, MissingExtraError
 
@@ -90,18 +90,12 @@ def _source_files(source: Path) -> list[tuple[Path, str | None]]:
     return [(source.parent / r["path"], r.get("label")) for r in rows]
 
 
-def _decode(path: Path, sample_rate: int) -> np.ndarray | None:
-    """Mono float32 at ``sample_rate``, or None for a file that cannot be used."""
+def _read_or_none(path: Path, sample_rate: int) -> np.ndarray | None:
+    """Mono float32 at ``sample_rate``, or None for a file that cannot be used (skipped)."""
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, OSError):
+        return read_mono(path, sample_rate)
+    except AudioFileError:
         return None
-    if data.shape[0] == 0:
-        return None
-    mono = data.mean(axis=1)
-    if sr != sample_rate:
-        mono = soxr.resample(mono, sr, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32) if np.isfinite(mono).all() else None
 
 
 def _source_windows(source: Path, count: int, window: int, sample_rate: int, gain_db: tuple[float, float],
@@ -123,7 +117,7 @@ def _source_windows(source: Path, count: int, window: int, sample_rate: int, gai
         i += 1
         if k in unreadable:
             continue
-        audio = _decode(files[k][0], sample_rate)
+        audio = _read_or_none(files[k][0], sample_rate)
         if audio is None:
             unreadable.add(k)
             continue

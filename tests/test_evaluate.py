@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 import engines
-from training.audio import cut_windows, load_audio, window_starts
+from engines.audio_io import read_mono
+from training.audio import cut_windows, window_starts
 from training.evaluate import EvalOptions, evaluate, main
 from training.metrics import eer_from_spoof_scores
 from training.report import read_asv_scores
@@ -48,7 +49,7 @@ def test_load_audio_downmixes_and_resamples(tmp_path: Path) -> None:
 
     y = soxr.resample(x, 16000, 48000)
     sf.write(tmp_path / "st.flac", np.stack([y, y], axis=1), 48000)
-    z = load_audio(tmp_path / "st.flac")
+    z = read_mono(tmp_path / "st.flac")
     assert z.dtype == np.float32 and abs(z.size - 16000) <= 1
     assert np.corrcoef(z[:15000], x[:15000])[0, 1] > 0.99
 
@@ -69,7 +70,7 @@ def test_evaluate_scores_reports_and_plots(corpus: Path, checkpoints: dict[str, 
     # The file score is the mean of the window logits the engine gives for that file.
     eng = engines.load(checkpoints["specrnet"], engine="onnx")
     long_row = next(r for r in rows if r["path"].endswith("long.wav"))
-    windows = cut_windows(load_audio(corpus.parent / "long.wav"), 64000, 8000)
+    windows = cut_windows(read_mono(corpus.parent / "long.wav"), 64000, 8000)
     assert windows.shape[0] == 5
     assert float(long_row["score"]) == pytest.approx(float(eng.logits(windows).mean()), abs=1e-5)
     assert next(s for s in res.scores if s.path.endswith("long.wav")).windows == 5

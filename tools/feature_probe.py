@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from engines.features import log_features  # noqa: E402
 from engines.frontend_config import FrontEndConfig  # noqa: E402
-from training.audio import load_audio  # noqa: E402
+from engines.audio_io import read_mono  # noqa: E402
 from training.generalization import DEFAULT_FOLDS  # noqa: E402
 from training.metrics import eer_from_spoof_scores  # noqa: E402
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     def pick(split: str, attack: str, k: int) -> list[np.ndarray]:
         matching = [r for r in rows if r["split"] == split and r["attack"] == attack]
         chosen = [matching[i] for i in rng.permutation(len(matching))[:k]]
-        return [load_audio(args.manifest.parent / r["path"]) for r in chosen]
+        return [read_mono(args.manifest.parent / r["path"]) for r in chosen]
 
     waves = {(s, a): pick(s, a, n_bona if a == BONAFIDE else args.per_family)
              for s in ("train", "eval") for a in [BONAFIDE, *families]}

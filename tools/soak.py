@@ -32,13 +32,9 @@ import math
 import os
 import platform
 import random
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path

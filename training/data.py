@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from training.audio import load_audio
+from engines.audio_io import read_mono
 from training.augment import Augmenter, center_crop
 from training.datasets import SPOOF, Utterance
 
@@ -63,7 +63,7 @@ class TrainWindows(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, epoch = key
         rng = np.random.default_rng((self.seed, epoch, index))
-        audio = load_audio(self.utts[index].path, self.sample_rate)
+        audio = read_mono(self.utts[index].path, self.sample_rate)
         x = self.augmenter(audio, rng)
         return torch.from_numpy(x), torch.tensor(float(self.labels[index]))
 
@@ -80,7 +80,7 @@ class DevWindows(Dataset):
         return len(self.utts)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = center_crop(load_audio(self.utts[index].path, self.sample_rate), self.window)
+        x = center_crop(read_mono(self.utts[index].path, self.sample_rate), self.window)
         return torch.from_numpy(x), torch.tensor(float(self.labels[index]))
 
 
@@ -93,4 +93,4 @@ def babble_pool(utts: Sequence[Utterance], count: int, seed: int, sample_rate: i
     rng = np.random.default_rng((seed, 0xBAB))
     chosen = rng.choice(len(bona), size=min(count, len(bona)), replace=False)
     limit = int(max_seconds * sample_rate)
-    return [load_audio(bona[int(i)].path, sample_rate)[:limit] for i in chosen]
+    return [read_mono(bona[int(i)].path, sample_rate)[:limit] for i in chosen]

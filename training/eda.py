@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
+
+from engines.audio_io import AudioFileError, read_frames, to_mono
 
 SAMPLE_RATE = 16_000
 N_FFT = 512
@@ -99,12 +99,8 @@ def edge_silence(x: np.ndarray, below_peak_db: float = 35.0) -> tuple[float, flo
 
 def analyze(path: Path) -> FileStats:
     """Measure one file (any libsndfile format and rate)."""
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    x = data.mean(axis=1, dtype=np.float32)
-    if sr != SAMPLE_RATE:
-        x = soxr.resample(x, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    if x.size == 0:
-        raise EdaError(f"{path}: no samples")
+    data, sr = read_frames(path)
+    x = to_mono(data, sr, SAMPLE_RATE)
     x64 = x.astype(np.float64)
     padded = np.pad(x64, (0, max(0, N_FFT - x.size)))
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
@@ -336,7 +332,7 @@ def run(opts: EdaOptions) -> dict[str, object]:
     for entry in tqdm(entries, desc="eda", unit="file", disable=not opts.progress, dynamic_ncols=True):
         try:
             stats.append((entry, analyze(entry.path)))
-        except (sf.LibsndfileError, OSError, EdaError) as err:
+        except (AudioFileError, EdaError) as err:
             unreadable.append({"path": str(entry.path), "reason": str(err).splitlines()[0]})
     if not stats:
         raise EdaError(f"none of the {len(entries)} files could be read (first: {unreadable[0]['reason']})")

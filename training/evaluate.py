@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from engines.audio_io import AudioFileError, read_mono
 from engines.errors import EngineError, MissingExtraError
-from training.audio import AudioDecodeError, cut_windows, load_audio
+from training.audio import cut_windows
 from training.datasets import DATASET_KINDS, Utterance, load_dataset, load_manifest
 from training.report import AsvScores, FileScore, compute_report, plot_all, read_asv_scores, write_report
 from training.splits import SPLIT_NAMES, with_splits
@@ -112,7 +113,7 @@ def _decoded(utts: Sequence[Utterance], workers: int, window: int, hop: int,
     (libsndfile and soxr release the GIL) with a bounded queue so memory stays flat."""
 
     def job(u: Utterance) -> np.ndarray:
-        audio = load_audio(u.path)
+        audio = read_mono(u.path)
         return cut_windows(transform(u.path, audio) if transform else audio, window, hop)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -129,7 +130,7 @@ def _decoded(utts: Sequence[Utterance], workers: int, window: int, hop: int,
                 pending.append((nxt, pool.submit(job, nxt)))
             try:
                 yield u, fut.result(), None
-            except AudioDecodeError as e:
+            except AudioFileError as e:
                 yield u, None, e.reason
 
 

@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(argv)
         result = train(cfg)
     except (ValueError, FileNotFoundError, EngineError, MissingExtraError, TrainingDivergedError) as e:
-        # ValueError covers DatasetFormatError, AudioDecodeError, CheckpointError, ResumeError.
+        # ValueError covers DatasetFormatError, AudioFileError, CheckpointError, ResumeError.
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from engines.audio_io import AudioFileError, read_mono, resample, to_mono
 
 SAMPLE_RATE = 16_000
 PEAK_LIMIT = 0.97  # headroom so that 16-bit FLAC never clips
@@ -25,32 +26,24 @@ class BadAudioError(ValueError):
 
 
 def to_mono_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mix down to mono and resample to 16 kHz (soxr HQ)."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1, dtype=np.float32)
-    if x.ndim != 1:
-        raise BadAudioError(f"expected 1-D or 2-D (frames, channels) audio, got shape {x.shape}")
-    if sample_rate != SAMPLE_RATE:
-        x = soxr.resample(x, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(x)
+    """Mix down to mono and resample to 16 kHz (a generator's output)."""
+    try:
+        return to_mono(x, sample_rate, SAMPLE_RATE)
+    except ValueError as err:
+        raise BadAudioError(str(err)) from None
 
 
 def round_trip(x: np.ndarray, via_rate: int) -> np.ndarray:
     """Resample 16 kHz -> ``via_rate`` -> 16 kHz: the band edge a 22.05 kHz vocoder's output gets."""
-    up = soxr.resample(x, SAMPLE_RATE, via_rate, quality="HQ")
-    return fit_length(soxr.resample(up, via_rate, SAMPLE_RATE, quality="HQ").astype(np.float32), x.size)
+    return fit_length(resample(resample(x, SAMPLE_RATE, via_rate), via_rate, SAMPLE_RATE), x.size)
 
 
 def load_audio(path: str | Path, max_seconds: float | None = None) -> np.ndarray:
     """Read any libsndfile format as mono 16 kHz float32, optionally cut to ``max_seconds``."""
     try:
-        info = sf.info(str(path))
-        frames = -1 if max_seconds is None else int(round(max_seconds * info.samplerate))
-        x, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
-    except sf.LibsndfileError as err:
-        raise BadAudioError(f"cannot decode {path}: {err}") from err
-    y = to_mono_16k(x, sr)
+        y = read_mono(path, SAMPLE_RATE, max_seconds)
+    except AudioFileError as err:
+        raise BadAudioError(str(err)) from None
     check_audio(y, what=str(path))
     return y
 
