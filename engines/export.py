@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from engines.models import Detector
+from engines.models import Detector, MixedPrecision
 
 INPUT_NAME, OUTPUT_NAME = "waveform", "logit"
 OPSET = 18
@@ -28,9 +28,7 @@ def export_onnx(detector: Detector, path: str | Path, window_samples: int = 6400
     path = Path(path)
     model = detector.eval()
     if mixed_precision:
-        from engines.backends.cuda_backend import _mixed_precision
-
-        model = _mixed_precision(copy.deepcopy(detector))
+        model = MixedPrecision(copy.deepcopy(detector)).eval()
     example = torch.zeros(2, window_samples)
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The exporter reports progress and harmless notices through logging/warnings; keep the CLI quiet.

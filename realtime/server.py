@@ -128,14 +128,16 @@ from .pcm import PCM_FORMATS, PcmDecoder
 from .session import LiveDetector, StreamSession
 
 __all__ = ["DetectorServer", "ProtocolError", "Endpoint", "AudioFeed", "StartRequest", "parse_start", "run_server",
-           "WEB_DIR", "CONTENT_TYPES", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
+           "WEB_DIR", "CONTENT_TYPES", "WS_MIN_RATE", "WS_MAX_RATE", "WS_MAX_CHANNELS", "STREAM_PATH", "MAX_TEXT_BYTES",
            "RECV_QUEUE", "InsecureBindError", "ListenError", "TokenBucket", "is_loopback", "pin_mmap_threshold"]
 
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/v1/stream"
 WEB_DIR = Path(__file__).resolve().parent / "web"
-MIN_RATE, MAX_RATE, MAX_CHANNELS = 8000, 192000, 8
+# What a client may declare in ``start``: narrower than what the resampler takes from files and
+# microphones (realtime.resample.MIN_RATE..MAX_RATE), as a network peer is not trusted as far.
+WS_MIN_RATE, WS_MAX_RATE, WS_MAX_CHANNELS = 8000, 192000, 8
 MAX_TEXT_BYTES = 4096  # start and end messages are ~100 bytes; bigger text is abuse or a bug
 RECV_QUEUE = 4  # messages the library buffers per connection before TCP pushes back
 #: Replies (pongs, events) queued for a client that does not read them; past this it is closed.
@@ -247,8 +249,8 @@ def parse_start(message: str | bytes) -> StartRequest:
         got = start.get("type") if isinstance(start, dict) else type(start).__name__
         raise ProtocolError("bad_request", CLOSE_POLICY,
                             f"first message must be {{\"type\":\"start\",...}}, got type {_show(got)}")
-    rate = _int_in(start, "sample_rate", MIN_RATE, MAX_RATE)
-    channels = _int_in(start, "channels", 1, MAX_CHANNELS, default=1)
+    rate = _int_in(start, "sample_rate", WS_MIN_RATE, WS_MAX_RATE)
+    channels = _int_in(start, "channels", 1, WS_MAX_CHANNELS, default=1)
     fmt = start.get("format")
     if not isinstance(fmt, str) or fmt not in PCM_FORMATS:
         what = "missing" if "format" not in start else f"{_show(fmt)} not accepted"

@@ -23,24 +23,6 @@ FP16_PROB_TOLERANCE = 0.02
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def _mixed_precision(detector: Any) -> Any:
-    """Front end in float32, network in float16; returns float32 logits."""
-    import torch
-    from torch import nn
-
-    class MixedPrecision(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.frontend = detector.frontend.float()
-            self.network = detector.network.half()
-
-        def forward(self, wave: torch.Tensor) -> torch.Tensor:
-            feats = self.frontend(wave)
-            return self.network(feats.half()).float()
-
-    return MixedPrecision().eval()
-
-
 class CudaGraphEngine(Engine):
     name = "cuda"
 
@@ -52,13 +34,15 @@ class CudaGraphEngine(Engine):
             raise MissingExtraError("torch", "torch", "the CUDA engine") from None
         if not torch.cuda.is_available():
             raise EngineError(f"the CUDA engine needs a CUDA GPU; torch {torch.__version__} sees none")
+        from engines.models import MixedPrecision  # torch is here: the models can load
+
         detector, config = load_detector(folder)
         super().__init__(config, max_batch)
         self._torch = torch
         self.device = device
         self.dev = torch.device(device)
         self.fp16 = fp16
-        model = _mixed_precision(detector) if fp16 else detector.float().eval()
+        model = MixedPrecision(detector).eval() if fp16 else detector.float().eval()
         self.model = model.to(self.dev)
         self.buckets = tuple(b for b in buckets if b <= max_batch) or (max_batch,)
         if self.buckets[-1] < max_batch:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from engines.frontend import RESMAX_FRONTEND, SPECRNET_FRONTEND, FrontEnd, FrontEndConfig
@@ -99,6 +100,19 @@ class Detector(nn.Module):
 def build_detector(arch: str, frontend: FrontEndConfig | None = None, **arch_params: Any) -> Detector:
     spec = get_architecture(arch)
     return Detector(frontend or spec.default_frontend, spec.build(**arch_params))
+
+
+class MixedPrecision(nn.Module):
+    """A detector with its front end in float32 and its network in float16 (float32 logits):
+    the log spectrogram needs float32's range; the network runs at half cost on GPUs."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.frontend = detector.frontend.float()
+        self.network = detector.network.half()
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.network(self.frontend(wave).half()).float()
 
 
 def count_parameters(module: nn.Module) -> int:
