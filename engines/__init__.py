@@ -5,26 +5,23 @@ engines, so the ONNX Runtime path runs on a machine without torch.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engines.checkpoint import INT8_NAME, ONNX_NAME, read_config, resolve_dir, verify_int8
-from engines.engine import Engine
+from engines.backends import BACKENDS, backend_class, register
+from engines.checkpoint import ONNX_NAME, read_config, resolve_dir
+from engines.engine import Engine, EngineRequest
 from engines.errors import CheckpointError, EngineError, MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
     from engines.backends.triton_backend import TritonOptions
 
 __all__ = ["Engine", "EngineError", "CheckpointError", "MissingExtraError", "load", "resolve_model",
-           "available_engines", "SHIPPED_MODELS", "ENGINE_CHOICES"]
+           "available_engines", "SHIPPED_MODELS", "engine_choices", "register"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = ("specrnet", "resmax")
-# onnx-int8 is opt-in: auto never picks it (its scores differ slightly from the float32 model's).
-# triton is opt-in too: it needs a server (--triton-url).
-ENGINE_CHOICES = ("auto", "onnx", "onnx-int8", "torch", "cuda", "tensorrt", "triton")
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -48,106 +45,53 @@ class EngineStatus:
     reason: str
 
 
+def engine_choices() -> tuple[str, ...]:
+    """``auto`` and every registered backend, for --engine."""
+    return ("auto", *BACKENDS)
+
+
 def available_engines(model: str | Path | None = None) -> list[EngineStatus]:
     """What can run here and, for what cannot, why (for --list-engines and --engine auto).
 
-    With ``model``, onnx-int8 is available only if that checkpoint carries its int8 file.
+    With ``model``, each backend also says whether it can run that checkpoint (onnx-int8 needs
+    its int8 file, onnx and tensorrt its ONNX graph).
     """
-    has_ort = importlib.util.find_spec("onnxruntime") is not None
-    out = [EngineStatus("onnx", has_ort, "onnxruntime on the CPU" if has_ort else
-                        "onnxruntime is not installed: pip install onnxruntime")]
-    out.append(_int8_status(has_ort, model))
-    has_torch = importlib.util.find_spec("torch") is not None
-    out.append(EngineStatus("torch", has_torch, "torch eager on the CPU" if has_torch else
-                            "torch is not installed: pip install 'realtime-detect[torch]' -c constraints.txt"))
-    cuda_ok, cuda_reason = False, "torch is not installed"
-    if has_torch:
-        import torch
-
-        cuda_ok = torch.cuda.is_available()
-        cuda_reason = (f"torch CUDA on {torch.cuda.get_device_name(0)}" if cuda_ok
-                       else f"torch {torch.__version__} sees no CUDA GPU")
-    out.append(EngineStatus("cuda", cuda_ok, cuda_reason))
-    out.append(_tensorrt_status(cuda_ok))
-    has_triton = importlib.util.find_spec("tritonclient") is not None
-    out.append(EngineStatus("triton", has_triton, "gRPC client of a Triton server (needs --triton-url; opt-in)"
-                            if has_triton else "tritonclient is not installed: pip install 'realtime-detect[triton]'"
-                            " -c constraints.txt"))
+    folder = resolve_model(model) if model is not None else None
+    out = []
+    for name in BACKENDS:
+        a = backend_class(name).availability(folder)
+        out.append(EngineStatus(name, a.available, a.reason))
     return out
 
 
-def _int8_status(has_ort: bool, model: str | Path | None) -> EngineStatus:
-    if not has_ort:
-        return EngineStatus("onnx-int8", False, "onnxruntime is not installed: pip install onnxruntime")
-    if model is None:
-        return EngineStatus("onnx-int8", True, f"onnxruntime on the CPU, int8 network (needs {INT8_NAME}; opt-in)")
-    try:
-        folder = resolve_model(model)
-        verify_int8(folder, read_config(folder))
-    except (EngineError, CheckpointError) as e:
-        return EngineStatus("onnx-int8", False, str(e))
-    return EngineStatus("onnx-int8", True, f"onnxruntime on the CPU, int8 network of model {str(model)!r} (opt-in)")
-
-
-def _tensorrt_status(cuda_ok: bool) -> EngineStatus:
-    try:
-        import tensorrt
-    except ImportError as e:
-        return EngineStatus("tensorrt", False, f"tensorrt is not importable ({e}); its builder libraries come"
-                            " from NVIDIA's package index: pip install tensorrt --extra-index-url https://pypi.nvidia.com")
-    if not cuda_ok:
-        return EngineStatus("tensorrt", False, f"tensorrt {tensorrt.__version__} imports, but torch sees no CUDA GPU")
-    return EngineStatus("tensorrt", True, f"TensorRT {tensorrt.__version__}, FP16 network, engine cached per GPU")
+def _auto(folder: Path) -> str:
+    ranked = sorted((cls.auto_rank, name) for name in BACKENDS
+                    if (cls := backend_class(name)).auto_rank is not None)
+    for _, name in ranked:
+        if backend_class(name).availability(folder).available:
+            return name
+    raise EngineError(f"{folder}: no engine can run it here: it has no {ONNX_NAME} and torch is not installed")
 
 
 def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int = 1, max_batch: int = 64,
          device: str | None = None, triton: TritonOptions | None = None) -> Engine:
     """Load a checkpoint into an engine; ``auto`` picks the fastest available here.
 
-    ``triton`` (where the server is) is required by, and only used by, engine ``triton``.
+    ``triton`` (where the server is) is required by, and only used by, engine ``triton``;
+    ``threads`` above 1 only by the CPU engines.
     """
-    if engine not in ENGINE_CHOICES:
-        raise EngineError(f"engine {engine!r} is not known; accepted: {ENGINE_CHOICES}")
-    if (engine == "triton") != (triton is not None):
-        raise EngineError("engine 'triton' needs --triton-url grpc://HOST:PORT" if triton is None
-                          else f"--triton-url is for engine 'triton', not {engine!r}")
+    if engine != "auto":
+        backend_class(engine)  # an unknown name fails before the checkpoint is read
+    if triton is not None and engine != "triton":
+        raise EngineError(f"--triton-url is for engine 'triton', not {engine!r}")
     folder = resolve_model(model)
     config = read_config(folder)
-    if engine == "triton":
-        from engines.backends.triton_backend import TritonEngine
-
-        return TritonEngine(config, triton, max_batch=max_batch)
-    if engine == "auto":
-        status = {s.name: s for s in available_engines()}
-        if status["tensorrt"].available and (folder / ONNX_NAME).is_file():
-            engine = "tensorrt"
-        elif status["cuda"].available:
-            engine = "cuda"
-        elif status["onnx"].available and (folder / ONNX_NAME).is_file():
-            engine = "onnx"
-        elif status["torch"].available:
-            engine = "torch"
-        else:
-            raise EngineError(f"{folder}: no engine can run it here: it has no {ONNX_NAME} and torch is not installed")
-    if engine == "onnx":
-        from engines.backends.onnx_backend import OnnxEngine
-
-        return OnnxEngine(folder, config, threads=threads, max_batch=max_batch)
-    if engine == "onnx-int8":
-        from engines.backends.onnx_backend import OnnxInt8Engine
-
-        return OnnxInt8Engine(folder, config, threads=threads, max_batch=max_batch)
-    if engine == "torch":
-        from engines.backends.torch_backend import TorchEngine
-
-        return TorchEngine(folder, device=device or "cpu", threads=threads, max_batch=max_batch)
-    status = {s.name: s for s in available_engines()}
-    if not status[engine].available:
-        raise EngineError(f"engine {engine!r} is not available here: {status[engine].reason}")
-    if engine == "cuda":
-        from engines.backends.cuda_backend import CudaGraphEngine
-
-        return CudaGraphEngine(folder, device=device or "cuda", max_batch=max(max_batch, 1))
-    from engines.backends.tensorrt_backend import TensorRTEngine
-
-    return TensorRTEngine(folder, config, max_batch=max_batch)
+    name = _auto(folder) if engine == "auto" else engine
+    cls = backend_class(name)
+    if engine != "auto":
+        if threads > 1 and not cls.uses_threads:
+            raise EngineError(f"--threads is for the CPU engines; engine {name!r} does not use it")
+        if cls.needs_gpu and not (status := cls.availability(folder)).available:
+            raise EngineError(f"engine {name!r} is not available here: {status.reason}")
+    return cls.from_request(EngineRequest(folder, config, threads=threads, max_batch=max_batch,
+                                          device=device, triton=triton))

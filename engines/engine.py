@@ -3,12 +3,41 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from engines.checkpoint import ModelConfig
 from engines.errors import EngineError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engines.backends.triton_backend import TritonOptions
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What every backend is built from (:meth:`Engine.from_request`); each reads what it uses."""
+
+    folder: Path  # the checkpoint folder
+    config: ModelConfig
+    threads: int = 1  # CPU backends: intra-op threads
+    max_batch: int = 64
+    device: str | None = None  # None: the backend's own default
+    triton: TritonOptions | None = None  # the triton backend: where the server is
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise EngineError(f"threads must be at least 1, got {self.threads}")
+        if self.max_batch < 1:
+            raise EngineError(f"max_batch must be at least 1, got {self.max_batch}")
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str  # what it runs on, or why it cannot run here
 
 
 class Engine(ABC):
@@ -21,6 +50,24 @@ class Engine(ABC):
 
     name: str = "engine"
     device: str = "cpu"
+    #: Order in which ``--engine auto`` tries the backends (lower first); None: opt-in only.
+    auto_rank: ClassVar[int | None] = None
+    #: Whether ``EngineRequest.threads`` means anything to this backend (others refuse it).
+    uses_threads: ClassVar[bool] = False
+    #: GPU backends: ``load`` says why one cannot run here before trying to build it.
+    needs_gpu: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_request(cls, request: EngineRequest) -> Engine:
+        """The one constructor the registry calls (``engines.load``)."""
+
+    @classmethod
+    @abstractmethod
+    def availability(cls, folder: Path | None) -> Availability:
+        """Whether this backend can run here (and run the checkpoint in ``folder``, when given).
+
+        Must not import heavy runtimes beyond what the answer needs."""
 
     def __init__(self, config: ModelConfig, max_batch: int) -> None:
         self.config = config

@@ -126,7 +126,7 @@ async def _stoppable(output: Output) -> AsyncIterator[tuple[asyncio.Event, async
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engines import ENGINE_CHOICES
+    from engines import engine_choices
 
     ap = argparse.ArgumentParser(prog="realtime-detect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdl = ap.add_argument_group("model")
     mdl.add_argument("--model", "-m", default="specrnet",
                      help="'specrnet' or 'resmax' (shipped weights) or a checkpoint folder (default specrnet)")
-    mdl.add_argument("--engine", "-e", default="auto", choices=ENGINE_CHOICES,
+    mdl.add_argument("--engine", "-e", default="auto", choices=engine_choices(),
                      help="inference backend; auto: TensorRT, then CUDA, then ONNX Runtime on the CPU"
                      " (onnx-int8, the quantized network on the CPU, only when asked for)")
     mdl.add_argument("--triton-url", default=None, metavar="grpc://HOST:PORT",

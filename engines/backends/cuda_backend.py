@@ -10,21 +10,43 @@ loses too much in half precision), only the network after it runs in FP16.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.checkpoint import load_detector
-from engines.engine import Engine
+from engines.engine import Availability, Engine, EngineRequest
 from engines.errors import EngineError, MissingExtraError
 
 FP16_PROB_TOLERANCE = 0.02
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+def cuda_availability() -> Availability:
+    """Whether torch sees a CUDA GPU (imports torch only when it is installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return Availability(False, "torch is not installed")
+    import torch
+
+    if not torch.cuda.is_available():
+        return Availability(False, f"torch {torch.__version__} sees no CUDA GPU")
+    return Availability(True, f"torch CUDA on {torch.cuda.get_device_name(0)}")
+
+
 class CudaGraphEngine(Engine):
     name = "cuda"
+    auto_rank = 1
+    needs_gpu = True
+
+    @classmethod
+    def from_request(cls, request: EngineRequest) -> Engine:
+        return cls(request.folder, device=request.device or "cuda", max_batch=request.max_batch)
+
+    @classmethod
+    def availability(cls, folder: Path | None) -> Availability:
+        return cuda_availability()
 
     def __init__(self, folder: Path, device: str = "cuda", max_batch: int = 1024, fp16: bool = True,
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> None:

@@ -5,14 +5,15 @@ network quantized to int8 and the front end left in float32 (python -m engines.q
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.checkpoint import ONNX_NAME, ModelConfig, verify_file, verify_int8
-from engines.engine import Engine
-from engines.errors import EngineError
+from engines.checkpoint import INT8_NAME, ONNX_NAME, ModelConfig, read_config, verify_file, verify_int8
+from engines.engine import Availability, Engine, EngineRequest
+from engines.errors import CheckpointError, EngineError
 
 INPUT_NAME = "waveform"
 # Most windows per session.run. On the CPU, ms per window is flat from 1 to 16 windows per run
@@ -26,6 +27,20 @@ class OnnxEngine(Engine):
     name = "onnx"
     precision = "fp32"
     disabled_optimizers: tuple[str, ...] = ()
+    auto_rank = 2
+    uses_threads = True
+
+    @classmethod
+    def from_request(cls, request: EngineRequest) -> Engine:
+        return cls(request.folder, request.config, threads=request.threads, max_batch=request.max_batch)
+
+    @classmethod
+    def availability(cls, folder: Path | None) -> Availability:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return Availability(False, "onnxruntime is not installed: pip install onnxruntime")
+        if folder is not None and not (folder / ONNX_NAME).is_file():
+            return Availability(False, f"{folder} has no {ONNX_NAME}")
+        return Availability(True, "onnxruntime on the CPU")
 
     def __init__(self, folder: Path, config: ModelConfig, threads: int = 1, max_batch: int = 64,
                  providers: list[str] | None = None) -> None:
@@ -84,6 +99,20 @@ class OnnxInt8Engine(OnnxEngine):
 
     name = "onnx-int8"
     precision = "int8"
+    auto_rank = None  # its scores differ slightly from the float32 model's
+
+    @classmethod
+    def availability(cls, folder: Path | None) -> Availability:
+        base = super().availability(None)
+        if not base.available:
+            return base
+        if folder is None:
+            return Availability(True, f"onnxruntime on the CPU, int8 network (needs {INT8_NAME}; opt-in)")
+        try:
+            verify_int8(folder, read_config(folder))
+        except (EngineError, CheckpointError) as e:
+            return Availability(False, str(e))
+        return Availability(True, "onnxruntime on the CPU, int8 network (opt-in)")
     # This pass moves QuantizeLinear up across MaxPool so the pool runs on int8, which ORT does
     # 4x slower than in float32 here (ResMax's first pool: 7.2 ms vs 1.75 ms); max commutes with
     # quantization, so the scores are the same without it.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engines.checkpoint import ONNX_NAME, ModelConfig, read_config, sha256_file, verify_file
-from engines.engine import Engine
+from engines.engine import Availability, Engine, EngineRequest
 from engines.errors import EngineError, MissingExtraError
 
 INPUT, OUTPUT = "waveform", "logit"
@@ -109,6 +109,27 @@ def build_engine(onnx_path: Path, key: BuildKey, max_batch: int, opt_batch: int,
 
 class TensorRTEngine(Engine):
     name = "tensorrt"
+    auto_rank = 0
+    needs_gpu = True
+
+    @classmethod
+    def from_request(cls, request: EngineRequest) -> Engine:
+        return cls(request.folder, request.config, max_batch=request.max_batch)
+
+    @classmethod
+    def availability(cls, folder: Path | None) -> Availability:
+        try:
+            import tensorrt
+        except ImportError as e:
+            return Availability(False, f"tensorrt is not importable ({e}); its builder libraries come from"
+                                " NVIDIA's package index: pip install tensorrt --extra-index-url https://pypi.nvidia.com")
+        from engines.backends.cuda_backend import cuda_availability
+
+        if not cuda_availability().available:
+            return Availability(False, f"tensorrt {tensorrt.__version__} imports, but torch sees no CUDA GPU")
+        if folder is not None and not (folder / ONNX_NAME).is_file():
+            return Availability(False, f"{folder} has no {ONNX_NAME} to build from")
+        return Availability(True, f"TensorRT {tensorrt.__version__}, FP16 network, engine cached per GPU")
 
     def __init__(self, folder: Path, config: ModelConfig | None = None, max_batch: int = 1024,
                  opt_batch: int = 64, precision: str = "fp16") -> None:

@@ -11,14 +11,16 @@ which the micro-batcher reports on the windows of that batch while the detector 
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.checkpoint import ModelConfig
-from engines.engine import Engine
+from engines.engine import Availability, Engine, EngineRequest
 from engines.errors import EngineError, MissingExtraError
 
 INPUT, OUTPUT = "waveform", "logit"
@@ -60,6 +62,19 @@ def _import_client() -> Any:
 
 class TritonEngine(Engine):
     name = "triton"
+
+    @classmethod
+    def from_request(cls, request: EngineRequest) -> Engine:
+        if request.triton is None:
+            raise EngineError("engine 'triton' needs --triton-url grpc://HOST:PORT")
+        return cls(request.config, request.triton, max_batch=request.max_batch)
+
+    @classmethod
+    def availability(cls, folder: Path | None) -> Availability:
+        if importlib.util.find_spec("tritonclient") is None:
+            return Availability(False, "tritonclient is not installed: pip install 'realtime-detect[triton]'"
+                                " -c constraints.txt")
+        return Availability(True, "gRPC client of a Triton server (needs --triton-url; opt-in)")
 
     def __init__(self, config: ModelConfig, options: TritonOptions, max_batch: int = 64) -> None:
         super().__init__(config, max_batch)
