@@ -18,13 +18,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from engines.backends.triton_backend import TritonOptions
 
 __all__ = ["Engine", "EngineError", "CheckpointError", "MissingExtraError", "load", "resolve_model",
-           "available_engines", "SHIPPED_MODELS", "ENGINE_CHOICES"]
+           "available_engines", "SHIPPED_MODELS", "ENGINE_CHOICES", "SPLIT_ENGINES"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = ("specrnet", "resmax")
 # onnx-int8 is opt-in: auto never picks it (its scores differ slightly from the float32 model's).
 # triton is opt-in too: it needs a server (--triton-url).
 ENGINE_CHOICES = ("auto", "onnx", "onnx-int8", "torch", "cuda", "tensorrt", "triton")
+# Engines that can run a checkpoint's network alone on streamed features (load(split=True)).
+SPLIT_ENGINES = ("onnx", "onnx-int8")
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -101,13 +103,17 @@ def _tensorrt_status(cuda_ok: bool) -> EngineStatus:
 
 
 def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int = 1, max_batch: int = 64,
-         device: str | None = None, triton: TritonOptions | None = None) -> Engine:
+         device: str | None = None, triton: TritonOptions | None = None, split: bool = False) -> Engine:
     """Load a checkpoint into an engine; ``auto`` picks the fastest available here.
 
     ``triton`` (where the server is) is required by, and only used by, engine ``triton``.
+    ``split`` (engines onnx and onnx-int8) also loads the network alone, for features from the
+    streaming front end (``engines.hop_frontend``): ``engine.feature_logits(features)``.
     """
     if engine not in ENGINE_CHOICES:
         raise EngineError(f"engine {engine!r} is not known; accepted: {ENGINE_CHOICES}")
+    if split and engine not in SPLIT_ENGINES:
+        raise EngineError(f"split is for engines {SPLIT_ENGINES}, not {engine!r}")
     if (engine == "triton") != (triton is not None):
         raise EngineError("engine 'triton' needs --triton-url grpc://HOST:PORT" if triton is None
                           else f"--triton-url is for engine 'triton', not {engine!r}")
@@ -132,11 +138,11 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
     if engine == "onnx":
         from engines.backends.onnx_backend import OnnxEngine
 
-        return OnnxEngine(folder, config, threads=threads, max_batch=max_batch)
+        return OnnxEngine(folder, config, threads=threads, max_batch=max_batch, split=split)
     if engine == "onnx-int8":
         from engines.backends.onnx_backend import OnnxInt8Engine
 
-        return OnnxInt8Engine(folder, config, threads=threads, max_batch=max_batch)
+        return OnnxInt8Engine(folder, config, threads=threads, max_batch=max_batch, split=split)
     if engine == "torch":
         from engines.backends.torch_backend import TorchEngine
 
