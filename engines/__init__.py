@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engines.backends.triton_backend import TritonOptions
 
 __all__ = ["Engine", "EngineError", "CheckpointError", "MissingExtraError", "load", "resolve_model",
-           "available_engines", "SHIPPED_MODELS", "engine_choices", "register"]
+           "available_engines", "SHIPPED_MODELS", "engine_choices", "register", "split_engines"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_MODELS = ("specrnet", "resmax")
@@ -50,6 +50,11 @@ def engine_choices() -> tuple[str, ...]:
     return ("auto", *BACKENDS)
 
 
+def split_engines() -> tuple[str, ...]:
+    """Backends that can run the network alone on streamed features (``load(split=True)``)."""
+    return tuple(n for n in BACKENDS if backend_class(n).supports_split)
+
+
 def available_engines(model: str | Path | None = None) -> list[EngineStatus]:
     """What can run here and, for what cannot, why (for --list-engines and --engine auto).
 
@@ -74,11 +79,13 @@ def _auto(folder: Path) -> str:
 
 
 def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int = 1, max_batch: int = 64,
-         device: str | None = None, triton: TritonOptions | None = None) -> Engine:
+         device: str | None = None, triton: TritonOptions | None = None, split: bool = False) -> Engine:
     """Load a checkpoint into an engine; ``auto`` picks the fastest available here.
 
     ``triton`` (where the server is) is required by, and only used by, engine ``triton``;
-    ``threads`` above 1 only by the CPU engines.
+    ``threads`` above 1 only by the CPU engines. ``split`` (backends with ``supports_split``: onnx,
+    onnx-int8) also loads the network alone, for features from the streaming front end
+    (``engines.hop_frontend``): ``engine.feature_logits(features)``.
     """
     if engine != "auto":
         backend_class(engine)  # an unknown name fails before the checkpoint is read
@@ -88,10 +95,12 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
     config = read_config(folder)
     name = _auto(folder) if engine == "auto" else engine
     cls = backend_class(name)
+    if split and not cls.supports_split:
+        raise EngineError(f"split is for engines {split_engines()}, not {name!r}")
     if engine != "auto":
         if threads > 1 and not cls.uses_threads:
             raise EngineError(f"--threads is for the CPU engines; engine {name!r} does not use it")
         if cls.needs_gpu and not (status := cls.availability(folder)).available:
             raise EngineError(f"engine {name!r} is not available here: {status.reason}")
     return cls.from_request(EngineRequest(folder, config, threads=threads, max_batch=max_batch,
-                                          device=device, triton=triton))
+                                          device=device, triton=triton, split=split))

@@ -1,6 +1,8 @@
 """Checkpoint format: ``model.safetensors`` (weights) + ``model.json`` (everything else) and,
 for shipped models, ``model.onnx`` (front end + network, so CPU users need no torch) and optionally
-``model.int8.onnx`` (the same graph with an int8 network, made by ``python -m engines.quantize``).
+``model.int8.onnx`` (the same graph with an int8 network, made by ``python -m engines.quantize``),
+and ``network.onnx`` / ``network.int8.onnx``: their networks alone (features in), for the streaming
+front end; views that read their weights from the bytes of the whole graphs (``engines.split``).
 
 No pickle anywhere: safetensors holds only tensors, JSON only plain data. Every file is bound to
 the JSON by its sha256, so a swapped or edited file is refused before it is used. This module
@@ -12,6 +14,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = "realtime-detect-checkpoint/1"
 CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME = "model.json", "model.safetensors", "model.onnx"
 INT8_NAME = "model.int8.onnx"
+NETWORK_NAME, NETWORK_INT8_NAME = "network.onnx", "network.int8.onnx"
 INT8_COMMAND = "python -m engines.quantize --model {folder} --calibration AUDIO_DIR_OR_MANIFEST"
+SPLIT_COMMAND = "python -m engines.split --model {folder}"
 SUPPORTED_RATES = (16000,)
 
 
@@ -49,6 +54,10 @@ class ModelConfig:
     # Written by python -m engines.quantize: {"sha256": of model.int8.onnx, "onnx_sha256": of the
     # model.onnx it was made from, "calibration": {...}, "quantization": {...}}. Absent in older checkpoints.
     int8: dict[str, Any] | None = None
+    # Written by python -m engines.split and save_checkpoint: {"sha256": of network.onnx,
+    # "source_sha256": of the model.onnx whose bytes it reads}; model.int8.onnx's view is
+    # recorded the same way as int8["network"]. Absent in older checkpoints.
+    network: dict[str, Any] | None = None
     created: str = ""
     format: str = FORMAT
 
@@ -80,9 +89,9 @@ def sha256_file(path: Path) -> str:
 
 
 def resolve_dir(path: str | Path) -> Path:
-    """Accept the checkpoint folder or any of its three files."""
+    """Accept the checkpoint folder or any of its files."""
     p = Path(path)
-    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME):
+    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME, NETWORK_NAME, NETWORK_INT8_NAME):
         p = p.parent
     if not p.is_dir():
         raise CheckpointError(path, "path", "not a checkpoint folder (expected a folder with model.json)")
@@ -127,6 +136,10 @@ def read_config(path: str | Path) -> ModelConfig:
                                      and len(cfg.int8["sha256"]) == 64):
         raise CheckpointError(cfg_path, "int8", "must be an object with a 64-digit hex 'sha256'; rerun "
                               + INT8_COMMAND.format(folder=folder))
+    for name, record in (("network", cfg.network), ("int8.network", (cfg.int8 or {}).get("network"))):
+        if record is not None and not _is_view_record(record):
+            raise CheckpointError(cfg_path, name, "must be an object with 64-digit hex 'sha256' and 'source_sha256';"
+                                  " rerun " + SPLIT_COMMAND.format(folder=folder))
     from engines.frontend_config import FrontEndConfig
 
     try:
@@ -166,6 +179,29 @@ def verify_int8(folder: Path, cfg: ModelConfig) -> Path:
     return verify_file(folder, INT8_NAME, cfg.int8["sha256"], "int8.sha256", fix)
 
 
+def verify_network(folder: Path, cfg: ModelConfig, int8: bool = False) -> Path:
+    """The verified network view (features -> logit) of model.onnx, or of model.int8.onnx with
+    ``int8``; the graph whose bytes it reads is verified too."""
+    source = verify_int8(folder, cfg) if int8 else verify_file(folder, ONNX_NAME, cfg.onnx_sha256, "onnx_sha256")
+    name, field_name = (NETWORK_INT8_NAME, "int8.network") if int8 else (NETWORK_NAME, "network")
+    record = cfg.int8.get("network") if int8 and cfg.int8 is not None else cfg.network
+    command = SPLIT_COMMAND.format(folder=folder)
+    if record is None:
+        raise EngineError(f"{folder} has no network graph ({name}) for the split path; make one: {command}")
+    expected = cfg.int8["sha256"] if int8 and cfg.int8 is not None else cfg.onnx_sha256
+    if record["source_sha256"] != expected:
+        raise CheckpointError(folder / CONFIG_NAME, f"{field_name}.source_sha256",
+                              f"{name} was cut from another {source.name}; rerun {command}")
+    return verify_file(folder, name, record["sha256"], f"{field_name}.sha256", f"rerun {command}")
+
+
+def write_config(folder: Path, cfg: ModelConfig) -> None:
+    """Replace model.json atomically (a reader never sees half a file)."""
+    tmp = folder / f".{CONFIG_NAME}.tmp"
+    tmp.write_text(cfg.to_json(), encoding="utf-8")
+    os.replace(tmp, folder / CONFIG_NAME)
+
+
 def save_checkpoint(detector: Detector, folder: str | Path, *, architecture: str,
                     arch_params: dict[str, Any] | None = None, export_onnx: bool = True,
                     **meta: Any) -> ModelConfig:
@@ -191,9 +227,11 @@ def save_checkpoint(detector: Detector, folder: str | Path, *, architecture: str
     )
     if export_onnx:
         from engines.export import export_onnx as _export
+        from engines.split import write_view
 
         _export(detector, out / ONNX_NAME, window_samples=cfg.window_samples)
         cfg.onnx_sha256 = sha256_file(out / ONNX_NAME)
+        cfg.network = write_view(out, ONNX_NAME, NETWORK_NAME)
     (out / CONFIG_NAME).write_text(cfg.to_json(), encoding="utf-8")
     return cfg
 
@@ -230,6 +268,11 @@ def load_detector(path: str | Path) -> tuple[Detector, ModelConfig]:
                                   f" the architecture expects {tuple(expected[name].shape)}")
     detector.load_state_dict(state)
     return detector.eval(), cfg
+
+
+def _is_view_record(record: object) -> bool:
+    return isinstance(record, dict) and all(isinstance(record.get(k), str) and len(record[k]) == 64
+                                            for k in ("sha256", "source_sha256"))
 
 
 def _typename(t: type | tuple[type, ...]) -> str:

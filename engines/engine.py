@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class EngineRequest:
     max_batch: int = 64
     device: str | None = None  # None: the backend's own default
     triton: TritonOptions | None = None  # the triton backend: where the server is
+    split: bool = False  # also load the network alone (backends with supports_split)
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -56,6 +58,8 @@ class Engine(ABC):
     uses_threads: ClassVar[bool] = False
     #: GPU backends: ``load`` says why one cannot run here before trying to build it.
     needs_gpu: ClassVar[bool] = False
+    #: Whether it can run the network alone on streamed features (``feature_logits``).
+    supports_split: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -87,11 +91,14 @@ class Engine(ABC):
 
     def logits(self, windows: np.ndarray) -> np.ndarray:
         """Calibrated spoof logits float32 [B] (higher = more likely spoofed)."""
-        x = self._check(windows)
+        return self._calibrated(self._check(windows), self._logits)
+
+    def _calibrated(self, x: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``run`` over ``x`` in runs of at most ``run_batch``, then the checkpoint's calibration."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
         step = self.run_batch
-        parts = [self._logits(x[i : i + step]) for i in range(0, len(x), step)]
+        parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return (out * self._scale + self._bias).astype(np.float32, copy=False)
 
@@ -109,13 +116,17 @@ class Engine(ABC):
         """
         x = np.zeros((self.run_batch, self.window_samples), dtype=np.float32)
         if concurrency <= 1:
-            self.score(x)
+            self._warm_once(x)
             return
         with ThreadPoolExecutor(concurrency - 1, thread_name_prefix="warm-up") as pool:
-            others = [pool.submit(self.score, x) for _ in range(concurrency - 1)]
-            self.score(x)
+            others = [pool.submit(self._warm_once, x) for _ in range(concurrency - 1)]
+            self._warm_once(x)
             for f in others:
                 f.result()
+
+    def _warm_once(self, windows: np.ndarray) -> None:
+        """One warm-up call; engines with more than one graph run each."""
+        self.score(windows)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "model": self.model_id,
@@ -128,12 +139,17 @@ class Engine(ABC):
     def _logits(self, windows: np.ndarray) -> np.ndarray: ...
 
     def _check(self, windows: np.ndarray) -> np.ndarray:
-        if not isinstance(windows, np.ndarray):
-            raise EngineError(f"windows must be a numpy array, got {type(windows).__name__}")
-        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
-            raise EngineError(f"windows must have shape [B, {self.window_samples}], got {list(windows.shape)}")
-        x = np.ascontiguousarray(windows, dtype=np.float32)
-        if not np.isfinite(x).all():
-            bad = int(np.argwhere(~np.isfinite(x))[0][0])
-            raise EngineError(f"window {bad} contains NaN or Inf samples; audio must be finite")
-        return x
+        return check_windows(windows, self.window_samples)
+
+
+def check_windows(windows: np.ndarray, window_samples: int) -> np.ndarray:
+    """``windows`` as contiguous float32 [B, window_samples]; EngineError if not that shape or not finite."""
+    if not isinstance(windows, np.ndarray):
+        raise EngineError(f"windows must be a numpy array, got {type(windows).__name__}")
+    if windows.ndim != 2 or windows.shape[1] != window_samples:
+        raise EngineError(f"windows must have shape [B, {window_samples}], got {list(windows.shape)}")
+    x = np.ascontiguousarray(windows, dtype=np.float32)
+    if not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise EngineError(f"window {bad} contains NaN or Inf samples; audio must be finite")
+    return x

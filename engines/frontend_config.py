@@ -58,8 +58,16 @@ class FrontEndConfig:
         """What one row of the features is, for plots."""
         return {"logmel": "mel band", "loglinear": "linear band", "logpower": "frequency bin"}[self.kind]
 
+    @property
+    def frame_offset(self) -> int:
+        """Signal index of frame 0's first window tap; frame t starts ``t * hop_length`` later.
+        Negative when centred: the first frames read the zero padding before the signal."""
+        left = (self.n_fft - self.win_length) // 2
+        return left - self.n_fft // 2 if self.center else left
+
     def n_frames(self, n_samples: int) -> int:
-        padded = n_samples + (self.n_fft if self.center else 0)
+        # Centring pads n_fft // 2 zeros on each side (one fewer than n_fft in all when it is odd).
+        padded = n_samples + (2 * (self.n_fft // 2) if self.center else 0)
         return 1 + (padded - self.n_fft) // self.hop_length
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,8 @@
     python -m engines.quantize --model specrnet --calibration ../shared/data/bonafide corpus/manifest.csv
 
 Writes ``model.int8.onnx`` next to ``model.onnx`` and records its sha256 and how it was calibrated in
-model.json (key ``int8``); ``engines.load(model, engine="onnx-int8")`` runs it. ONNX Runtime static
+model.json (key ``int8``); ``engines.load(model, engine="onnx-int8")`` runs it. Also writes its network
+alone, ``network.int8.onnx`` (``engines.split``), for the streaming front end. ONNX Runtime static
 quantization in QDQ format with per-channel weights, calibrated (min/max) on windows of real audio.
 
 Only the network is quantized. The front end (STFT conv on the waveform, power, mel matmul, log)
@@ -31,8 +32,17 @@ import soundfile as sf
 
 from engines import resolve_model
 from engines.audio_io import AudioFileError, read_mono
-from engines.checkpoint import CONFIG_NAME, INT8_NAME, ONNX_NAME, read_config, sha256_file, verify_file
+from engines.checkpoint import (
+    INT8_NAME,
+    NETWORK_INT8_NAME,
+    ONNX_NAME,
+    read_config,
+    sha256_file,
+    verify_file,
+    write_config,
+)
 from engines.errors import EngineError, MissingExtraError
+from engines.split import frontend_nodes, write_view
 
 __all__ = ["QuantizeOptions", "QuantizeError", "calibration_windows", "frontend_nodes", "quantize_checkpoint", "main"]
 
@@ -155,26 +165,6 @@ def calibration_windows(sources: list[Path], count: int, window: int, sample_rat
 # ----------------------------------------------------------------------------- graph
 
 
-def frontend_nodes(graph: Any) -> list[str]:
-    """Names of the nodes that compute the features: the first ``Log`` fed by the waveform and
-    everything it depends on (Fourier basis, STFT conv, power, mel matmul)."""
-    producer = {out: node for node in graph.node for out in node.output}
-    for node in graph.node:  # ONNX graphs are topologically sorted
-        if node.op_type != "Log":
-            continue
-        seen: dict[str, Any] = {}
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n.name in seen:
-                continue
-            seen[n.name] = n
-            stack += [producer[t] for t in n.input if t in producer]
-        if any(INPUT_NAME in n.input for n in seen.values()):
-            return list(seen)
-    raise QuantizeError(f"no Log node fed by '{INPUT_NAME}': cannot tell the front end from the network")
-
-
 def single_channel_convs(graph: Any) -> list[str]:
     """Convs with one input channel (the network's first layer): with only kh*kw products per
     output an int8 GEMM saves nothing, while quantizing their large outputs costs (ResMax's 5x5
@@ -294,8 +284,10 @@ def quantize_checkpoint(folder: Path, sources: list[Path], options: QuantizeOpti
                          "weights": options.weights, "ops": QUANTIZED_OPS, "float32_frontend_nodes": len(float_nodes),
                          "float32_single_channel_convs": len(excluded) - len(float_nodes)},
         "calibration_agreement": agreement,
+        # The split path's int8 network: this file's network nodes, reading its int8 weights.
+        "network": write_view(folder, INT8_NAME, NETWORK_INT8_NAME),
     }
-    _write_atomic(folder / CONFIG_NAME, cfg.to_json())
+    write_config(folder, cfg)
     return cfg.int8
 
 
@@ -310,12 +302,6 @@ def _agreement(fp32: str, int8: str, windows: np.ndarray, ort: Any) -> dict[str,
     corr = float(np.corrcoef(logits[0], logits[1])[0, 1]) if len(windows) > 1 else 1.0
     return {"logit_correlation": round(corr, 6), "max_abs_prob_diff": round(float(np.max(np.abs(p[0] - p[1]))), 6),
             "mean_abs_logit_diff": round(float(np.mean(np.abs(logits[0] - logits[1]))), 6)}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- CLI

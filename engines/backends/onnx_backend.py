@@ -2,6 +2,8 @@
 
 ``onnx`` runs model.onnx (float32); ``onnx-int8`` runs model.int8.onnx, the same graph with the
 network quantized to int8 and the front end left in float32 (python -m engines.quantize).
+With ``split``, either also runs its network alone (network.onnx / network.int8.onnx) on
+features from the streaming front end (engines.hop_frontend): ``feature_logits``.
 """
 from __future__ import annotations
 
@@ -11,11 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from engines.checkpoint import INT8_NAME, ONNX_NAME, ModelConfig, read_config, verify_file, verify_int8
+from engines.checkpoint import (
+    INT8_NAME,
+    ONNX_NAME,
+    ModelConfig,
+    read_config,
+    verify_file,
+    verify_int8,
+    verify_network,
+)
 from engines.engine import Availability, Engine, EngineRequest
 from engines.errors import CheckpointError, EngineError
+from engines.frontend_config import FrontEndConfig
 
-INPUT_NAME = "waveform"
+INPUT_NAME, FEATURES_NAME = "waveform", "features"
 # Most windows per session.run. On the CPU, ms per window is flat from 1 to 16 windows per run
 # with one intra-op thread and from 4 up with two (SpecRNet, fp32 and int8, measured on the 2-core
 # VM), while ORT's arena keeps the high-water mark of the largest run for good: ~17 MB per float32
@@ -29,10 +40,12 @@ class OnnxEngine(Engine):
     disabled_optimizers: tuple[str, ...] = ()
     auto_rank = 2
     uses_threads = True
+    supports_split = True
 
     @classmethod
     def from_request(cls, request: EngineRequest) -> Engine:
-        return cls(request.folder, request.config, threads=request.threads, max_batch=request.max_batch)
+        return cls(request.folder, request.config, threads=request.threads, max_batch=request.max_batch,
+                   split=request.split)
 
     @classmethod
     def availability(cls, folder: Path | None) -> Availability:
@@ -43,7 +56,7 @@ class OnnxEngine(Engine):
         return Availability(True, "onnxruntime on the CPU")
 
     def __init__(self, folder: Path, config: ModelConfig, threads: int = 1, max_batch: int = 64,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, split: bool = False) -> None:
         super().__init__(config, max_batch)
         import onnxruntime as ort
 
@@ -69,29 +82,66 @@ class OnnxEngine(Engine):
         chosen = [p for p in wanted if p in available]
         if not chosen:
             raise EngineError(f"ONNX Runtime providers {wanted} are not available here; available: {available}")
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen,
-                                                disabled_optimizers=list(self.disabled_optimizers))
-        except Exception as e:  # ORT raises its own untyped errors for a bad graph
-            raise EngineError(f"{path}: ONNX Runtime cannot load the model ({e})") from None
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].shape[1] != self.window_samples:
-            shape = [(i.name, i.shape) for i in inputs]
-            raise EngineError(f"{path}: expected one input '{INPUT_NAME}' [batch, {self.window_samples}], got {shape}")
+        self.session = self._session(ort, path, opts, chosen, INPUT_NAME, [self.window_samples])
+        fe = FrontEndConfig.from_dict(config.frontend)
+        self.features_shape = (1, fe.n_features, fe.n_frames(self.window_samples))
+        # The network alone gets its own session (and arena) only when asked for.
+        self.network_session = None
+        if split:
+            self.network_session = self._session(ort, self._network_path(folder, config), opts, chosen,
+                                                 FEATURES_NAME, list(self.features_shape))
         self.threads = threads
         self.device = "cpu" if chosen[0] == "CPUExecutionProvider" else chosen[0]
         if self.device == "cpu":
             self.run_batch = min(max_batch, CPU_RUN_BATCH)
         self._version = ort.__version__
 
+    def _session(self, ort: Any, path: Path, opts: Any, providers: list[str], name: str, shape: list[int]) -> Any:
+        """A session of ``path`` whose one input is ``name`` [batch, *shape]."""
+        try:
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=providers,
+                                           disabled_optimizers=list(self.disabled_optimizers))
+        except Exception as e:  # ORT raises its own untyped errors for a bad graph
+            raise EngineError(f"{path}: ONNX Runtime cannot load the model ({e})") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != name or list(inputs[0].shape[1:]) != shape:
+            got = [(i.name, i.shape) for i in inputs]
+            raise EngineError(f"{path}: expected one input '{name}' [batch, {', '.join(map(str, shape))}], got {got}")
+        return session
+
     def _model_path(self, folder: Path, config: ModelConfig) -> Path:
         return verify_file(folder, ONNX_NAME, config.onnx_sha256, "onnx_sha256")
+
+    def _network_path(self, folder: Path, config: ModelConfig) -> Path:
+        return verify_network(folder, config)
 
     def _logits(self, windows: np.ndarray) -> np.ndarray:
         return self.session.run(None, {INPUT_NAME: windows})[0].reshape(-1)
 
+    def feature_logits(self, features: np.ndarray) -> np.ndarray:
+        """Calibrated logits float32 [B] of features [B, 1, n_features, frames] (HopFrontEnd's),
+        through the network graph alone; the engine must be loaded with ``split``."""
+        if self.network_session is None:
+            raise EngineError(f"engine {self.name} was loaded without split=True: it has no network graph")
+        if not isinstance(features, np.ndarray) or features.shape[1:] != self.features_shape:
+            got = list(features.shape) if isinstance(features, np.ndarray) else type(features).__name__
+            raise EngineError(f"features must have shape [B, {', '.join(map(str, self.features_shape))}], got {got}")
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise EngineError("features contain NaN or Inf")
+        return self._calibrated(x, self._network_logits)
+
+    def _network_logits(self, features: np.ndarray) -> np.ndarray:
+        return self.network_session.run(None, {FEATURES_NAME: features})[0].reshape(-1)
+
+    def _warm_once(self, windows: np.ndarray) -> None:
+        super()._warm_once(windows)
+        if self.network_session is not None:
+            self.feature_logits(np.zeros((len(windows), *self.features_shape), dtype=np.float32))
+
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "precision": self.precision, "onnxruntime": self._version, "threads": self.threads}
+        return {**super().info(), "precision": self.precision, "onnxruntime": self._version, "threads": self.threads,
+                "split": self.network_session is not None}
 
 
 class OnnxInt8Engine(OnnxEngine):
@@ -120,3 +170,6 @@ class OnnxInt8Engine(OnnxEngine):
 
     def _model_path(self, folder: Path, config: ModelConfig) -> Path:
         return verify_int8(folder, config)
+
+    def _network_path(self, folder: Path, config: ModelConfig) -> Path:
+        return verify_network(folder, config, int8=True)

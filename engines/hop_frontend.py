@@ -1,0 +1,191 @@
+"""Front end once per hop: each stream's windows reuse the spectrogram frames they share.
+
+Consecutive windows of a stream (4 s every 0.5 s) share 7/8 of their samples. When the window hop
+is a whole number of frame hops they share frames too: frame t of a window is frame t + hop/frame_hop
+of the window before it, computed from the same samples. A stream's :class:`StreamFrames` keeps
+the log features of its last window's interior frames in a ring; the next window computes only
+the frames its new hop completes, plus the few frames at each edge that reach into the window's
+zero padding (centred STFT): those differ from the stream's frames at the same place, so they are
+recomputed from each window. Each frame is computed exactly as the full-window front end
+(``engines.features``) computes it, so a window's features are the full-window ones, not an
+approximation.
+
+The batcher passes whole windows with their start sample: a window one hop after the stream's
+last one is computed incrementally, any other (the first, one after a gap or a shed window,
+a stream's final flush window) is computed whole and restarts the ring, so a caller's lost hop
+never shows up as wrong features. Only the new hop's samples and the edges are read.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.checkpoint import ModelConfig
+from engines.engine import check_windows
+from engines.features import SpectralFrames, frames
+from engines.frontend_config import FrontEndConfig
+
+__all__ = ["HopFrontEnd", "HopLayout", "StreamFrames"]
+
+
+@dataclass(frozen=True)
+class HopLayout:
+    """Which frames of a window are shared with the previous window, validated once.
+
+    A window's frames are ``left`` edge frames, ``interior`` frames that lie wholly inside it (the
+    ones a stream shares from window to window) and ``right`` edge frames; a hop adds ``step``.
+    """
+
+    config: FrontEndConfig
+    window: int  # samples per window
+    hop: int  # samples from one window's start to the next one's
+    frames: int = field(init=False)
+    left: int = field(init=False)
+    right: int = field(init=False)
+    step: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("window", "hop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive number of samples, got {value!r}")
+        cfg, frame_hop = self.config, self.config.hop_length
+        if self.hop % frame_hop:
+            ms = 1000.0 * frame_hop / cfg.sample_rate
+            raise ValueError(f"the window hop ({self.hop} samples) is not a multiple of the front end's frame hop"
+                             f" ({frame_hop} samples, {ms:g} ms), so consecutive windows share no frames; use a hop"
+                             f" of a whole number of frame hops or score whole windows")
+        n = cfg.n_frames(self.window)
+        offset = cfg.frame_offset
+        left = min(n, -(offset // frame_hop)) if offset < 0 else 0  # frames starting before sample 0
+        inside = (self.window - offset - cfg.win_length) // frame_hop + 1  # frames ending by the window's end
+        right = n - max(0, min(n, inside))
+        if n - left - right < 1:
+            raise ValueError(f"a window of {self.window} samples holds no frame without padding")
+        for name, value in (("frames", n), ("left", left), ("right", right), ("step", self.hop // frame_hop)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def interior(self) -> int:
+        return self.frames - self.left - self.right
+
+    @classmethod
+    def for_model(cls, model: ModelConfig, hop: int | None = None) -> HopLayout:
+        """The layout of a checkpoint's windows; ``hop`` in samples, default the checkpoint's."""
+        if hop is None:
+            hop = round(model.hop_s * model.sample_rate)
+        return cls(FrontEndConfig.from_dict(model.frontend), model.window_samples, hop)
+
+
+class StreamFrames:
+    """One stream's state: the log features of its last window's interior frames.
+
+    A ring of columns [n_features, interior] (float32), so the features of a whole window are
+    assembled by copying rows; its size is fixed by the layout: ``nbytes``.
+    """
+
+    __slots__ = ("_head", "_ring", "_start", "layout")
+
+    def __init__(self, layout: HopLayout) -> None:
+        self.layout = layout
+        self._ring = np.zeros((layout.config.n_features, layout.interior), dtype=np.float32)
+        self._head = 0  # ring column holding the window's first interior frame
+        self._start: int | None = None  # start sample of the window the ring holds
+
+    def reset(self) -> None:
+        """Forget the stream's frames (a gap in the stream): its next window is computed whole."""
+        self._start = None
+
+    @property
+    def nbytes(self) -> int:
+        return self._ring.nbytes
+
+    def _follows(self, last: int | None, start: int) -> bool:
+        lay = self.layout
+        return last is not None and start == last + lay.hop and lay.step < lay.interior
+
+    def _store(self, start: int, feats: np.ndarray, out: np.ndarray) -> None:
+        """A window computed whole: ``feats`` [frames, n_features] -> ``out`` [n_features, frames]."""
+        lay = self.layout
+        out[:] = feats.T
+        self._ring[:] = out[:, lay.left : lay.left + lay.interior]
+        self._head, self._start = 0, start
+
+    def _advance(self, start: int, left: np.ndarray, new: np.ndarray, out: np.ndarray) -> None:
+        """The window one hop on: ``left`` its leading edge frames, ``new`` its last ``step``
+        interior frames then its trailing edge frames (rows of features)."""
+        lay, ring = self.layout, self._ring
+        step, head = lay.step, self._head
+        # The new frames take the columns of the ``step`` oldest, which this window no longer holds.
+        first = min(step, lay.interior - head)
+        ring[:, head : head + first] = new[:first].T
+        ring[:, : step - first] = new[first:step].T
+        head = (head + step) % lay.interior
+        mid = lay.left + lay.interior - head
+        out[:, : lay.left] = left.T
+        out[:, lay.left : mid] = ring[:, head:]
+        out[:, mid : lay.left + lay.interior] = ring[:, :head]
+        out[:, lay.left + lay.interior :] = new[step:].T
+        self._head, self._start = head, start
+
+
+class HopFrontEnd:
+    """Log features of a batch of windows from many streams, each computing only new frames.
+
+    Thread-safe: calls are serialised, since they advance the streams' states (the front end
+    is a small share of a window's cost). Feed each stream's windows in order; a window out of
+    order is still right, only computed whole.
+    """
+
+    def __init__(self, layout: HopLayout) -> None:
+        self.layout = layout
+        self._spectral = SpectralFrames(layout.config)
+        self._lock = threading.Lock()
+
+    def stream(self) -> StreamFrames:
+        """A new stream's (empty) state."""
+        return StreamFrames(self.layout)
+
+    def features(self, streams: Sequence[StreamFrames], starts: Sequence[int], windows: np.ndarray) -> np.ndarray:
+        """Features float32 [B, 1, n_features, frames] of ``windows`` [B, window], window b
+        being the one of stream ``streams[b]`` that starts at its sample ``starts[b]``.
+        A stream may appear more than once; its windows are taken in batch order."""
+        lay = self.layout
+        x = check_windows(windows, lay.window)
+        if not len(streams) == len(starts) == len(x):
+            raise ValueError(f"{len(streams)} streams, {len(starts)} starts and {len(x)} windows: one each per window")
+        if any(not isinstance(s, StreamFrames) or s.layout != lay for s in streams):
+            raise ValueError("every stream state must come from this front end's stream()")
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in starts):
+            raise ValueError("starts must be integer sample offsets")
+        out = np.empty((len(x), 1, lay.config.n_features, lay.frames), dtype=np.float32)
+        with self._lock:
+            last = {id(s): s._start for s in streams}
+            plan = []  # per window: is it one hop after its stream's previous window?
+            for s, start in zip(streams, starts):
+                plan.append(s._follows(last[id(s)], int(start)))
+                last[id(s)] = int(start)
+            feats = self._spectral(np.concatenate(
+                [rows for b, follows in enumerate(plan) for rows in self._rows(x[b], follows)]))
+            r = 0
+            tail = lay.step + lay.right
+            for b, follows in enumerate(plan):
+                if follows:
+                    streams[b]._advance(int(starts[b]), feats[r : r + lay.left],
+                                        feats[r + lay.left : r + lay.left + tail], out[b, 0])
+                    r += lay.left + tail
+                else:
+                    streams[b]._store(int(starts[b]), feats[r : r + lay.frames], out[b, 0])
+                    r += lay.frames
+        return out
+
+    def _rows(self, window: np.ndarray, follows: bool) -> list[np.ndarray]:
+        """The frames to compute of one window: all, or its edges and its new hop's frames."""
+        lay, cfg = self.layout, self.layout.config
+        if not follows:
+            return [frames(window, cfg, 0, lay.frames)]
+        blocks = [frames(window, cfg, lay.frames - lay.right - lay.step, lay.step + lay.right)]
+        return [frames(window, cfg, 0, lay.left)] + blocks if lay.left else blocks
