@@ -13,7 +13,7 @@ from typing import Any
 from .pcm import PCM_FORMATS
 
 __all__ = ["CLOSE_BUSY", "CLOSE_GOING_AWAY", "CLOSE_INVALID_DATA", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_PROTOCOL",
-           "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED", "LIBRARY_REFUSALS", "MAX_TEXT_BYTES", "STREAM_PATH",
+           "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED", "LIBRARY_REFUSALS", "MAX_TEXT_BYTES", "REFUSALS", "STREAM_PATH",
            "WS_MAX_CHANNELS", "WS_MAX_RATE", "WS_MIN_RATE", "ProtocolError", "StartRequest", "after_end_refusal",
            "expect_end", "parse_start", "show_value"]
 
@@ -26,6 +26,22 @@ _STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL, CLOSE_UNSUPPORTED = 1000, 1001, 1002, 1003
 CLOSE_INVALID_DATA, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_BUSY = 1007, 1008, 1009, 1013
+
+#: Every way a stream is refused: error code -> the close codes it comes with (none: the
+#: connection is dropped). The table of docs/protocol.md, "Refusals" (tests/test_protocol_docs.py
+#: holds the two, and the refusals the code makes, to each other).
+REFUSALS: dict[str, tuple[int, ...]] = {
+    "bad_request": (CLOSE_POLICY, CLOSE_INVALID_DATA, CLOSE_PROTOCOL),
+    "bad_format": (CLOSE_UNSUPPORTED,),
+    "bad_audio": (CLOSE_UNSUPPORTED,),
+    "unauthorized": (CLOSE_POLICY,),
+    "timeout": (CLOSE_POLICY,),
+    "too_big": (CLOSE_TOO_BIG,),
+    "rate_limited": (CLOSE_POLICY,),
+    "not_reading": (),
+    "busy": (CLOSE_BUSY,),
+    "empty_stream": (CLOSE_NORMAL,),
+}
 
 #: Close codes the websockets library fails a connection with -> our error code.
 LIBRARY_REFUSALS = {CLOSE_TOO_BIG: "too_big", CLOSE_INVALID_DATA: "bad_request", CLOSE_PROTOCOL: "bad_request"}
