@@ -35,6 +35,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from realtime.access import is_loopback
 from realtime.console import printable
 from realtime.errors import AudioInputError
 from realtime.options import DetectorOptions
@@ -313,10 +314,10 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         if not 0 <= getattr(args, name) <= hi:
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be between 0 and {hi:g}")
     if args.input and args.input[0] == "ws" and args.token is None and not args.insecure \
-            and not _is_loopback(args.host):
+            and not is_loopback(args.host):
         ap.error(f"--host {args.host}: serving beyond this machine without --token; "
                  "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
-    if args.input and args.input[0] == "audiosocket" and not args.insecure and not _is_loopback(args.host):
+    if args.input and args.input[0] == "audiosocket" and not args.insecure and not is_loopback(args.host):
         ap.error(f"--host {args.host}: AudioSocket carries no credentials; keep it on a private network "
                  "and pass --insecure")
     if args.webhook_url:
@@ -328,12 +329,6 @@ def _validate(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
             ap.error(str(e))
     elif args.webhook_summaries:
         ap.error("--webhook-summaries needs --webhook URL")
-
-
-def _is_loopback(host: str) -> bool:
-    from realtime.server import is_loopback
-
-    return is_loopback(host)
 
 
 def _open_records(options: DetectorOptions) -> list:

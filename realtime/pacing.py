@@ -1,4 +1,5 @@
-"""Pacing a WebSocket client's audio: a token bucket, and the backlog between reading and scoring.
+"""Pacing a client's audio: a token bucket, the backlog between reading and scoring, and the
+feed from the backlog to the stream.
 
 The server reads every connection as fast as it can (so the library answers the client's pings
 at once, whatever the client's pace) and feeds what it read to the stream at most
@@ -12,8 +13,18 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["TokenBucket", "Backlog"]
+import numpy as np
+
+from .errors import AudioFormatError
+from .protocol import CLOSE_UNSUPPORTED, ProtocolError
+
+if TYPE_CHECKING:
+    from .pcm import PcmDecoder
+    from .session import StreamSession
+
+__all__ = ["AudioFeed", "Backlog", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -99,3 +110,40 @@ class Backlog:
         self.bytes -= len(message)
         self._changed.set()
         return message
+
+
+class AudioFeed:
+    """A stream's backlog into its session: at most ``pace``'s rate (None: as fast as the
+    batcher takes it), one hop of audio at a time, each only when the stream has room for its
+    windows. So a within-limits client never has windows shed for arriving together (one
+    large message holds many); only an overloaded server sheds (``max_delay_ms``, ``max_queue``).
+    """
+
+    def __init__(self, session: StreamSession, decoder: PcmDecoder, backlog: Backlog, rate: int,
+                 hop_s: float) -> None:
+        self.session, self.decoder, self.backlog, self.rate = session, decoder, backlog, rate
+        self.step = max(1, int(hop_s * rate))  # frames per push: at most two windows complete
+        self.rest: np.ndarray | None = None  # frames taken from the backlog, not yet pushed
+
+    async def run(self, pace: TokenBucket | None) -> None:
+        """Until the backlog ends; raises its failure, or ProtocolError for bad audio. Safe to
+        cancel: nothing taken is lost, a later run goes on from there."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.rest is None or not self.rest.shape[0]:
+                msg = await self.backlog.get()
+                if msg is None:
+                    return
+                self.rest = self.decoder.decode(msg)
+                continue
+            n = min(self.step, self.rest.shape[0])
+            if pace is not None:
+                wait = pace.take(n / self.rate, loop.time())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await self.session.wait_room(2)
+            piece, self.rest = self.rest[:n], self.rest[n:]  # no await between taking and pushing
+            try:
+                await self.session.push(piece)  # live streams shed, never wait
+            except AudioFormatError as e:
+                raise ProtocolError("bad_audio", CLOSE_UNSUPPORTED, str(e)) from None

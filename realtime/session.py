@@ -13,7 +13,7 @@ uses it: paced or offline files, stdin, WebSocket clients, the microphone.
 
 A sink is any callable taking an event (:data:`Sink`); it runs on the event loop and must not
 block it. Provided: :class:`ConsoleSink`, :class:`JsonLinesSink`, and the WebSocket reply in
-:mod:`realtime.server`; a dashboard passes its own callback.
+:mod:`realtime.outbox`; a dashboard passes its own callback.
 
 Stream policy: ``"shed"`` (live audio: under overload windows are dropped and counted in the
 next event's ``shed``) or ``"block"`` (producers that can wait, such as offline files and

@@ -5,7 +5,7 @@ client streams real speech to it, over and over, in another thread. Each hypothe
 opens a connection and breaks the protocol in some way; the properties:
 
 * the bad client gets exactly the error event and close code of the table in
-  :mod:`realtime.server` (and, where the stream had started, what it was owed before);
+  docs/protocol.md (and, where the stream had started, what it was owed before);
 * the server logs exactly one ``refused`` line for it, and nothing with a traceback;
 * the good client's streams all complete normally throughout.
 """
@@ -31,7 +31,8 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.events import parse_event
 from realtime.options import DetectorOptions
-from realtime.server import MAX_TEXT_BYTES, DetectorServer
+from realtime.protocol import MAX_TEXT_BYTES
+from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from tests.conftest import speech
 from tests.test_session import FakeEngine

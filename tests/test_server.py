@@ -19,9 +19,10 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from realtime.connection import LINGER_S
 from realtime.events import parse_event
 from realtime.options import DetectorOptions
-from realtime.server import LINGER_S, DetectorServer, ProtocolError, parse_start
+from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from tests.conftest import speech
 from tests.test_session import FakeEngine
@@ -300,13 +301,6 @@ def test_slow_reader_does_not_block_another_client() -> None:
     asyncio.run(main())
 
 
-def test_parse_start_defaults() -> None:
-    s = parse_start('{"type":"start","sample_rate":8000,"format":"s16le","extra":1}')
-    assert (s.sample_rate, s.channels, s.format, s.stream, s.token) == (8000, 1, "s16le", None, None)
-    with pytest.raises(ProtocolError, match="sample_rate missing"):
-        parse_start('{"type":"start","format":"s16le"}')
-
-
 def test_sigterm_drains_streams_and_closes_1001(checkpoints, tmp_path: Path) -> None:
     """Server in a subprocess (the CLI): SIGTERM -> each open stream gets its last windows,
     its summary and close 1001; every event also went to stdout as JSON lines and to the
@@ -460,7 +454,7 @@ def test_host_header_must_be_loopback_without_a_token() -> None:
 
 
 def test_server_refuses_a_public_address_without_token() -> None:
-    from realtime.server import InsecureBindError
+    from realtime.access import InsecureBindError
 
     async def main() -> None:
         for host in ("0.0.0.0", "::", "", "detector.example"):

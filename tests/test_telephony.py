@@ -482,7 +482,7 @@ def test_audiosocket_mistakes_close_with_one_log_line(frames, code, caplog) -> N
 
 
 def test_audiosocket_listener_beyond_loopback_needs_insecure() -> None:
-    from realtime.server import InsecureBindError
+    from realtime.access import InsecureBindError
 
     async def main() -> None:
         det = LiveDetector(CrcEngine(), OPTS)

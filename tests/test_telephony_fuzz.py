@@ -29,7 +29,8 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.events import parse_event
 from realtime.options import DetectorOptions
-from realtime.server import DetectorServer, ProtocolError
+from realtime.protocol import ProtocolError
+from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from realtime.telephony import audiohook, twilio
 from realtime.telephony.audiosocket import AudioSocketServer

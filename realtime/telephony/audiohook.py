@@ -29,12 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..server import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, Endpoint, ProtocolError
+from ..access import authorized
+from ..endpoint import Endpoint
+from ..protocol import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, ProtocolError
 from .calls import Call, check_call_id, close_ws, recv_json, send_or_gone, serve_call
 from .g711 import ULAW_TO_LINEAR
 
 if TYPE_CHECKING:
-    from ..server import DetectorServer, _Connection
+    from ..connection import Connection
+    from ..server import DetectorServer
 
 __all__ = ["PATH", "ENDPOINT", "CHANNELS", "choose_media", "check_message"]
 
@@ -93,14 +96,14 @@ def choose_media(offered: object) -> dict[str, Any]:
                         "type audio, format PCMU, rate 8000, channels external and/or internal")
 
 
-def _header(ws: _Connection, name: str) -> str | None:
+def _header(ws: Connection, name: str) -> str | None:
     """A header given once (a repeated one counts as absent: two answers to one question)."""
     values = ws.request.headers.get_all(name) if ws.request is not None else []
     return values[0] if len(values) == 1 else None
 
 
 class _AudioHookSession:
-    def __init__(self, server: DetectorServer, ws: _Connection) -> None:
+    def __init__(self, server: DetectorServer, ws: Connection) -> None:
         self.server = server
         self.conn = ws
         self.call: Call | None = None
@@ -135,7 +138,7 @@ class _AudioHookSession:
         kind, params = msg
         if kind != "open":
             raise _bad(f"first message of type {kind[:20]!r}; expected open")
-        if not self.server.authorized(ws.request, _header(ws, "X-API-KEY")):
+        if not authorized(self.server.options, ws.request, _header(ws, "X-API-KEY")):
             raise ProtocolError("unauthorized", CLOSE_POLICY, "an API key is required: X-API-KEY header (the "
                                 "server's token), or 'Authorization: Bearer ...'")
         media = choose_media(params.get("media"))
@@ -186,7 +189,7 @@ class _AudioHookSession:
                        self._message("disconnect", {"reason": "completed", "info": "server shutting down"}))
 
 
-async def _serve(server: DetectorServer, ws: _Connection) -> None:
+async def _serve(server: DetectorServer, ws: Connection) -> None:
     await serve_call(server, _AudioHookSession(server, ws))
 
 

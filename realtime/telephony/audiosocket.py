@@ -30,10 +30,12 @@ import time
 import uuid
 from typing import Any
 
+from ..access import InsecureBindError, is_loopback
+from ..connection import connection_numbers
 from ..events import TRACKS
 from ..pacing import TokenBucket
-from ..server import (CLOSE_POLICY, CLOSE_UNSUPPORTED, DetectorServer, InsecureBindError, ProtocolError,
-                      _connection_numbers, is_loopback)
+from ..protocol import CLOSE_POLICY, CLOSE_UNSUPPORTED, ProtocolError
+from ..server import DetectorServer
 from .calls import Call, Gone, serve_call
 
 __all__ = ["AudioSocketServer", "KIND_UUID", "KIND_AUDIO", "KIND_HANGUP", "KIND_DTMF", "KIND_ERROR", "AUDIO_RATES"]
@@ -51,7 +53,7 @@ class _Peer:
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.remote_address = writer.get_extra_info("peername")
-        self.number = next(_connection_numbers)
+        self.number = next(connection_numbers)
 
 
 class _AudioSocketCall:

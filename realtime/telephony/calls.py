@@ -1,7 +1,7 @@
 """One call's detector streams (one per track), and the connection loop every telephony
 protocol shares (:func:`serve_call`), with the WebSocket helpers of Twilio and AudioHook.
 
-A track is fed exactly like a protocol-v1 stream (:class:`realtime.server.AudioFeed`): its
+A track is fed exactly like a protocol-v1 stream (:class:`realtime.pacing.AudioFeed`): its
 decoded audio goes into a bounded :class:`~realtime.pacing.Backlog` (past the bound the reader
 waits and TCP pushes back), and from there to its session at most ``max_realtime_factor``
 times real time, one hop at a time, when the stream has room in the batcher. Its events go to
@@ -25,12 +25,13 @@ from websockets.exceptions import ConnectionClosed
 
 from ..errors import EmptyStreamError
 from ..events import ErrorEvent
-from ..pacing import Backlog, TokenBucket
+from ..pacing import AudioFeed, Backlog, TokenBucket
 from ..pcm import PcmDecoder
-from ..server import CLOSE_POLICY, CLOSE_TOO_BIG, AudioFeed, ProtocolError, _show
+from ..protocol import CLOSE_POLICY, CLOSE_TOO_BIG, ProtocolError, show_value
 
 if TYPE_CHECKING:
-    from ..server import DetectorServer, _Connection
+    from ..connection import Connection
+    from ..server import DetectorServer
     from ..session import StreamSession
 
 __all__ = ["Call", "CallProtocol", "Gone", "serve_call", "recv_json", "send_or_gone", "close_ws", "refuse_with_event",
@@ -49,7 +50,7 @@ def check_call_id(value: object, what: str) -> str:
     """A platform's call identifier, usable in stream ids (``<call>:<track>``)."""
     if not isinstance(value, str) or not _CALL_ID.fullmatch(value):
         raise ProtocolError("bad_request", CLOSE_POLICY,
-                            f"{what} {_show(value)} not accepted; accepted: 1..50 characters of A-Z a-z 0-9 _ . : -")
+                            f"{what} {show_value(value)} not accepted; accepted: 1..50 characters of A-Z a-z 0-9 _ . : -")
     return value
 
 
@@ -144,7 +145,7 @@ class CallProtocol(Protocol):
         """The server shuts down (what arrived is scored): close."""
 
 
-async def recv_json(ws: _Connection, timeout: float, what: str) -> dict[str, Any] | bytes:
+async def recv_json(ws: Connection, timeout: float, what: str) -> dict[str, Any] | bytes:
     """The next message: a JSON object, or bytes. Text that is not a JSON object is refused."""
     try:
         async with asyncio.timeout(timeout):
@@ -173,14 +174,14 @@ async def recv_json(ws: _Connection, timeout: float, what: str) -> dict[str, Any
     return data
 
 
-async def send_or_gone(ws: _Connection, message: str) -> None:
+async def send_or_gone(ws: Connection, message: str) -> None:
     try:
         await ws.send(message)
     except ConnectionClosed:
         raise Gone(ws.refusal) from None
 
 
-async def close_ws(ws: _Connection, code: int, reason: str, message: str | None = None) -> None:
+async def close_ws(ws: Connection, code: int, reason: str, message: str | None = None) -> None:
     """Send ``message`` (if any) and close; a client already gone is no error."""
     with contextlib.suppress(ConnectionClosed):
         if message is not None:
@@ -188,7 +189,7 @@ async def close_ws(ws: _Connection, code: int, reason: str, message: str | None 
         await ws.close(code, reason)
 
 
-async def refuse_with_event(ws: _Connection, e: ProtocolError) -> None:
+async def refuse_with_event(ws: Connection, e: ProtocolError) -> None:
     """The v1 way: an ``error`` event, then the close code."""
     await close_ws(ws, e.close, e.code, ErrorEvent(code=e.code, message=e.message).to_json())
 

@@ -24,14 +24,17 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..server import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, Endpoint, ProtocolError
+from ..access import authorized
+from ..endpoint import Endpoint
+from ..protocol import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_UNSUPPORTED, ProtocolError
 from .calls import Call, check_call_id, close_ws, recv_json, refuse_with_event, serve_call
 from .g711 import ulaw_to_s16
 
 if TYPE_CHECKING:
     from websockets.http11 import Request
 
-    from ..server import DetectorServer, _Connection
+    from ..connection import Connection
+    from ..server import DetectorServer
 
 __all__ = ["PATH", "ENDPOINT", "TwilioStart", "parse_start", "parse_media", "signature"]
 
@@ -128,7 +131,7 @@ def _handshake(server: DetectorServer, request: Request) -> str | None:
 
 
 class _TwilioCall:
-    def __init__(self, server: DetectorServer, ws: _Connection) -> None:
+    def __init__(self, server: DetectorServer, ws: Connection) -> None:
         self.server = server
         self.conn = ws
         self.call: Call | None = None
@@ -145,7 +148,7 @@ class _TwilioCall:
             if event != "connected":
                 raise _bad(f"{event[:40]!r} message before start; expected connected, then start")
         start = parse_start(data)
-        if not self.server.authorized(ws.request, start.token):
+        if not authorized(self.server.options, ws.request, start.token):
             raise ProtocolError("unauthorized", CLOSE_POLICY, "a token is required: <Parameter name=\"token\" "
                                 "value=\"...\"/> in the <Stream> (start.customParameters.token)")
         self.call = Call(self.server, start.call_sid, ws.number)
@@ -175,7 +178,7 @@ class _TwilioCall:
         await close_ws(self.conn, CLOSE_GOING_AWAY, "server shutting down")
 
 
-async def _serve(server: DetectorServer, ws: _Connection) -> None:
+async def _serve(server: DetectorServer, ws: Connection) -> None:
     await serve_call(server, _TwilioCall(server, ws))
 
 
