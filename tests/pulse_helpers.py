@@ -161,14 +161,14 @@ def rescan_portaudio(timeout: float = 20.0) -> None:
     """
     import threading
 
-    from realtime.sources.mic import _rescan, _sounddevice
+    from realtime.sources.audio_devices import import_sounddevice, rescan_devices
 
-    sd = _sounddevice()
+    sd = import_sounddevice()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            _rescan(sd)
+            rescan_devices(sd)
         except BaseException as e:  # reported in the caller's thread
             failure.append(e)
 

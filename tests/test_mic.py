@@ -23,8 +23,10 @@ import soxr
 from realtime.errors import AudioInputError
 from realtime.sources import Source
 from realtime.sources import mic as mic_mod
-from realtime.sources.mic import (AudioDeviceError, CaptureRing, MicSource, MicUnavailableError,
-                                  resolve_device)
+from realtime.sources.audio_devices import (AudioDeviceError, MicUnavailableError, import_sounddevice,
+                                            resolve_device)
+from realtime.sources.capture_ring import CaptureRing
+from realtime.sources.mic import MicSource
 from realtime.windowing import StreamWindower
 
 from tests import pulse_helpers
@@ -203,7 +205,7 @@ def _stack_or_skip() -> None:
     if reason:
         pytest.skip(reason)
     try:
-        mic_mod._sounddevice()
+        import_sounddevice()
     except MicUnavailableError as e:
         pytest.skip(str(e))
 

@@ -1,12 +1,12 @@
-"""Microphone input through PortAudio (python-sounddevice), as a :class:`~realtime.sources.Source`.
+"""Microphone input through PortAudio (python-sounddevice), as a :class:`~realtime.sources.Source`,
+and the ``--list-devices`` table of the inputs it can open.
 
-Threading: PortAudio calls :meth:`MicSource._callback` on its own
-thread. The callback only copies ``indata`` into a preallocated ring (single producer,
-single consumer: the callback alone advances the write count, the event loop alone the
-read count, each published after its copy), counts overflows and, when the event loop
-is waiting, wakes it with ``call_soon_threadsafe``. It never blocks or logs, and raises
-only ``CallbackAbort``, to stop a stream this source no longer owns.
-When the ring is full the whole block is dropped and counted (``overflows``,
+Threading: PortAudio calls :meth:`MicSource._callback` on its own thread. The callback only
+copies ``indata`` into a preallocated :class:`~realtime.sources.capture_ring.CaptureRing`
+(single producer, single consumer: the callback alone advances the write count, the event
+loop alone the read count, each published after its copy), counts overflows and, when the
+event loop is waiting, wakes it with ``call_soon_threadsafe``. It never blocks or logs, and
+raises only ``CallbackAbort``, to stop a stream this source no longer owns. When the ring is full the whole block is dropped and counted (``overflows``,
 ``dropped_frames``); overflows PortAudio itself reports (the OS lost audio before the
 callback ran) are counted in ``overflows`` and ``device_overflows``.
 
@@ -22,8 +22,8 @@ that dies can deadlock libpulse under PortAudio (seen with PulseAudio 16.1 throu
 pulse plugin); a stream whose close never returns is abandoned (``stuck`` becomes True)
 rather than hanging the event loop or the process exit.
 
-sounddevice is imported on first use (extra ``realtime-detect[mic]``); it needs the
-PortAudio library (Debian: ``libportaudio2``).
+Devices are listed and chosen by :mod:`realtime.sources.audio_devices`, which imports
+sounddevice on first use (extra ``realtime-detect[mic]``; PortAudio: Debian ``libportaudio2``).
 """
 
 from __future__ import annotations
@@ -33,119 +33,18 @@ import atexit
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from functools import partial
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ..errors import AudioInputError
 from ..resample import MAX_CHANNELS, MAX_RATE, MIN_RATE
+from .audio_devices import (AudioDeviceError, DeviceSpec, import_sounddevice, input_devices, rescan_devices,
+                            resolve_device)
+from .capture_ring import CaptureRing
 
-__all__ = ["MicSource", "CaptureRing", "AudioDeviceError", "MicUnavailableError", "list_devices",
-           "input_devices", "resolve_device"]
-
-DeviceSpec = int | str | None
-
-
-class MicUnavailableError(AudioInputError):
-    """Microphone input cannot work here: sounddevice or the PortAudio library is missing."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("microphone input", reason)
-
-
-class AudioDeviceError(AudioInputError):
-    """An input device that does not exist, is ambiguous, cannot be opened or stopped working."""
-
-
-def _sounddevice() -> ModuleType:
-    """Import sounddevice, turning its two failure modes into one-line install instructions."""
-    try:
-        import sounddevice
-    except ModuleNotFoundError:
-        raise MicUnavailableError(
-            "the Python package 'sounddevice' is not installed: "
-            "pip install 'realtime-detect[mic]' -c constraints.txt"
-        ) from None
-    except OSError as e:  # sounddevice raises OSError when libportaudio cannot be loaded
-        raise MicUnavailableError(
-            f"the PortAudio library was not found ({e}); install it: apt-get install libportaudio2"
-        ) from None
-    return sounddevice
-
-
-def _rescan(sd: ModuleType) -> None:
-    """Re-initialise PortAudio so it sees devices (and sound servers) that appeared since import.
-
-    PortAudio enumerates devices once, at initialisation; ``_terminate``/``_initialize``
-    are sounddevice's documented-in-source way to redo that. It closes every open
-    PortAudio stream in the process, so call it only when none is open.
-    """
-    sd._terminate()
-    sd._initialize()
-
-
-def input_devices(sd: ModuleType | None = None) -> tuple[list[dict[str, Any]], int]:
-    """All PortAudio devices (dicts as ``sounddevice.query_devices()``) and the default input index (-1: none)."""
-    sd = sd or _sounddevice()
-    devices = [dict(d) for d in sd.query_devices()]
-    default = sd.default.device[0]  # PortAudio's default input unless the program set one
-    return devices, default if isinstance(default, int) and default >= 0 else -1
-
-
-def _label(index: int, devices: Sequence[dict[str, Any]]) -> str:
-    return f"input device {index} {devices[index]['name']!r}"
-
-
-def resolve_device(spec: DeviceSpec, devices: Sequence[dict[str, Any]], default: int) -> int:
-    """The index of the input device ``spec`` names.
-
-    ``spec`` is None (the default input), an index (int, or a str of digits as a
-    command line gives it), or a case-insensitive substring of the device name; an
-    exact (case-insensitive) name match wins over substring matches.
-
-    Raises:
-        AudioDeviceError: no such device, not an input device, or an ambiguous name
-            (the message lists the candidates and points at ``--list-devices``).
-    """
-    hint = "see realtime-detect --list-devices"
-    inputs = [i for i, d in enumerate(devices) if d.get("max_input_channels", 0) > 0]
-    if not inputs:
-        raise AudioDeviceError(f"input device {spec!r}" if spec is not None else "default input device",
-                               "no audio input devices found (is a microphone or sound server available?)")
-    if spec is None:
-        if default not in inputs:
-            raise AudioDeviceError("default input device",
-                                   f"there is none; choose one with --device ({hint})")
-        return default
-    if isinstance(spec, bool):
-        raise TypeError(f"device must be None, an index or a name, got {spec!r}")
-    if isinstance(spec, str) and spec.strip().isdigit():
-        spec = int(spec.strip())
-    if isinstance(spec, int):
-        if not 0 <= spec < len(devices):
-            raise AudioDeviceError(f"input device {spec}",
-                                   f"no such index (accepted: {', '.join(map(str, inputs))}; {hint})")
-        if spec not in inputs:
-            raise AudioDeviceError(_label(spec, devices), f"has no input channels ({hint})")
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"device must be None, an index or a name, got {type(spec).__name__}")
-    needle = spec.strip().lower()
-    if not needle:
-        raise AudioDeviceError("input device ''", f"empty name ({hint})")
-    exact = [i for i in inputs if devices[i]["name"].lower() == needle]
-    found = exact or [i for i in inputs if needle in devices[i]["name"].lower()]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        names = ", ".join(repr(devices[i]["name"]) for i in inputs)
-        raise AudioDeviceError(f"input device {spec!r}", f"no input device name contains it (accepted: {names})")
-    candidates = ", ".join(f"{i} {devices[i]['name']!r}" for i in found)
-    raise AudioDeviceError(f"input device {spec!r}",
-                           f"ambiguous, matches {candidates}; give the index or a longer name")
+__all__ = ["MicSource", "list_devices"]
 
 
 def list_devices() -> str:
@@ -153,7 +52,7 @@ def list_devices() -> str:
 
     The default input device is marked with ``*``.
     """
-    sd = _sounddevice()
+    sd = import_sounddevice()
     devices, default = input_devices(sd)
     apis = [a["name"] for a in sd.query_hostapis()]
     rows = [(i, d) for i, d in enumerate(devices) if d.get("max_input_channels", 0) > 0]
@@ -213,65 +112,6 @@ def _positive(name: str, v: object) -> float:
     return float(v)
 
 
-class CaptureRing:
-    """Preallocated single-producer single-consumer ring of float32 frames.
-
-    :meth:`put` (the audio thread) only advances ``written``, :meth:`take` (the event
-    loop) only advances ``read``; each is published after its copy, so with the GIL
-    neither side ever sees a half-copied block and neither needs a lock. A block that
-    does not fit is refused whole (the producer never waits).
-    """
-
-    def __init__(self, capacity: int, channels: int) -> None:
-        self._buf = np.zeros((capacity, channels), dtype=np.float32)
-        self.written = 0  # frames ever stored (producer only)
-        self.read = 0  # frames ever taken (consumer only)
-
-    @property
-    def capacity(self) -> int:
-        return self._buf.shape[0]
-
-    @property
-    def pending(self) -> int:
-        return self.written - self.read
-
-    def clear(self) -> None:
-        """Forget everything (only while no producer runs)."""
-        self.written = self.read = 0
-
-    def put(self, block: np.ndarray) -> bool:
-        """Copy ``block`` (frames, channels) in; False (nothing stored) if it does not fit."""
-        n = block.shape[0]
-        w = self.written
-        cap = self._buf.shape[0]
-        if n > cap - (w - self.read):
-            return False
-        i = w % cap
-        k = min(n, cap - i)
-        self._buf[i:i + k] = block[:k]
-        if k < n:
-            self._buf[:n - k] = block[k:]
-        self.written = w + n
-        return True
-
-    def take(self) -> np.ndarray | None:
-        """Everything stored since the last take, as a new array; None if nothing."""
-        w = self.written
-        r = self.read
-        n = w - r
-        if n == 0:
-            return None
-        cap = self._buf.shape[0]
-        out = np.empty((n, self._buf.shape[1]), dtype=np.float32)
-        i = r % cap
-        k = min(n, cap - i)
-        out[:k] = self._buf[i:i + k]
-        if k < n:
-            out[k:] = self._buf[:n - k]
-        self.read = w
-        return out
-
-
 class MicSource:
     """Live audio from an input device, in blocks of ``block_s`` seconds at the device's native rate.
 
@@ -316,7 +156,7 @@ class MicSource:
         self.channels = channels
         self._stream_id = stream_id
         self._clock = clock
-        self._sd = _sounddevice()
+        self._sd = import_sounddevice()
         devices, default = input_devices(self._sd)
         self.device_index = resolve_device(device, devices, default)
         info = devices[self.device_index]
@@ -398,7 +238,7 @@ class MicSource:
         """Open and start a stream on the device; runs in a helper thread (opening can be slow)."""
         sd = self._sd
         if rescan:
-            _rescan(sd)
+            rescan_devices(sd)
         devices, default = input_devices(sd)
         index = resolve_device(self.device_spec, devices, default)
 
