@@ -21,7 +21,7 @@ A stream that moved to another server after a failover has events from two ``sou
 ``seq`` restarts at 0 on the new one (order by ``logged_at, id``).
 
 When PostgreSQL is down or restarting, the writer holds the events and reconnects (see
-:mod:`realtime.eventlog`). URL: anything libpq accepts, ``postgresql://USER@HOST:PORT/DB``
+:mod:`realtime.eventlog_base`). URL: anything libpq accepts, ``postgresql://USER@HOST:PORT/DB``
 (``postgres://`` too); prefer ``PGPASSWORD`` or ``~/.pgpass`` to a password in the URL.
 """
 
@@ -31,7 +31,7 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-from .eventlog import EventLog, EventLogError, EventLogOptions, SinkUnavailable
+from .eventlog_base import EventLog, EventLogError, EventLogOptions, SinkUnavailable
 from .events import Event, ScoreEvent
 
 __all__ = ["PostgresEventLog", "PG_SCHEMA", "PG_TABLE", "PG_PREFIXES"]

@@ -12,7 +12,7 @@ consumer that falls that far behind loses the oldest entries (Redis memory is th
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
 batch survives the Redis process being killed; ``everysec`` may lose the last second. When
 Redis is down or restarting, the writer holds the events and reconnects (see
-:mod:`realtime.eventlog`). If the connection breaks after ``EXEC`` ran but before its reply
+:mod:`realtime.eventlog_base`). If the connection breaks after ``EXEC`` ran but before its reply
 arrived, the batch is written again: entries are at least once, and ``uid`` tells the
 copies apart.
 
@@ -28,7 +28,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .eventlog import EventLog, EventLogError, EventLogOptions, SinkUnavailable
+from .eventlog_base import EventLog, EventLogError, EventLogOptions, SinkUnavailable
 from .events import Event, ScoreEvent
 
 __all__ = ["RedisTarget", "RedisEventLog", "parse_redis_url", "DEFAULT_MAXLEN"]

@@ -15,8 +15,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.eventlog import (EventLogError, EventLogOptions, JsonlEventLog, SqliteEventLog,
-                               open_event_log)
+from realtime.eventlog import EventLogError, EventLogOptions, open_event_log
+from realtime.eventlog_jsonl import JsonlEventLog
+from realtime.eventlog_sqlite import SqliteEventLog
 from realtime.events import ErrorEvent, ReadyEvent, ScoreEvent, SummaryEvent, parse_event
 from tests.conftest import accounted_seqs, speech
 from tests.server_process import ServerProcess
