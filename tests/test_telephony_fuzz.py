@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -34,7 +33,8 @@ from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from realtime.telephony import audiohook, twilio
 from realtime.telephony.audiosocket import AudioSocketServer
-from tests.test_protocol_fuzz import Capture, json_values
+from tests.good_client import GoodClient
+from tests.test_protocol_fuzz import capturing_logs, json_values
 from tests.test_session import FakeEngine
 from tests.test_telephony import call_audio
 from tests.telephony_clients import AudioHookClient, audiosocket_frame, twilio_messages
@@ -129,57 +129,32 @@ class Servers:
         self.thread.join(T)
 
 
-@dataclass
-class GoodCall:
-    """A Twilio call of 4.5 s of speech, streamed again and again at ~10x real time."""
-
-    port: int
-    completed: int = 0
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        mu, _ = call_audio(4.5, 0)
-        while not self.stop.is_set():
-            try:
-                async with connect(f"ws://127.0.0.1:{self.port}/v1/twilio", close_timeout=2) as ws:
-                    for k, m in enumerate(twilio_messages("CA" + uuid.uuid4().hex, {"inbound": mu})):
-                        await ws.send(m)
-                        if k % 10 == 0:
-                            await asyncio.sleep(0.002)
-                    extra = []
-                    async with asyncio.timeout(T):
-                        async for m in ws:
-                            extra.append(m)
-                if ws.close_code != 1000 or extra:
-                    self.failures.append(f"close {ws.close_code}, {extra[:2]}")
-            except (OSError, ConnectionClosed, TimeoutError) as e:
-                self.failures.append(f"{type(e).__name__}: {e}")
-            self.completed += 1
+async def good_call(port: int, mu: bytes) -> str | None:
+    """One Twilio call of ``mu`` (mu-law speech, 4.5 s) at ~10x real time; what went wrong, or
+    None (the good client's session)."""
+    async with connect(f"ws://127.0.0.1:{port}/v1/twilio", close_timeout=2) as ws:
+        for k, m in enumerate(twilio_messages("CA" + uuid.uuid4().hex, {"inbound": mu})):
+            await ws.send(m)
+            if k % 10 == 0:
+                await asyncio.sleep(0.002)
+        extra = []
+        async with asyncio.timeout(T):
+            async for m in ws:
+                extra.append(m)
+    if ws.close_code != 1000 or extra:
+        return f"close {ws.close_code}, {extra[:2]}"
+    return None
 
 
 @pytest.fixture(scope="module")
 def env():
-    capture = Capture()
-    logging.getLogger().addHandler(capture)
-    ours = logging.getLogger("realtime")
-    level = ours.level
-    ours.setLevel(logging.INFO)
-    servers = Servers()
-    good = GoodCall(servers.ws.port)
-    t = threading.Thread(target=good.run, daemon=True)
-    t.start()
-    try:
-        yield servers, good, capture
-    finally:
-        good.stop.set()
-        t.join(T)
-        servers.stop()
-        logging.getLogger().removeHandler(capture)
-        ours.setLevel(level)
+    with capturing_logs() as capture:
+        servers = Servers()
+        try:
+            with GoodClient(partial(good_call, servers.ws.port, call_audio(4.5, 0)[0])) as good:
+                yield servers, good, capture
+        finally:
+            servers.stop()
     assert good.failures == []
 
 
@@ -195,10 +170,7 @@ def check(env):
         return lambda: [r.getMessage() for r in capture.snapshot()[n:] if r.getMessage().startswith("refused ")]
 
     yield servers, mark
-    deadline = time.monotonic() + T
-    while good.completed <= done_before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert good.failures == [] and good.completed > done_before
+    good.wait_for_progress(done_before, T)
     assert not [r for r in capture.snapshot() if r.exc_info], "a traceback was logged"
 
 
