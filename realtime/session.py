@@ -8,7 +8,8 @@
     await detector.aclose()
 
 :class:`StreamSession` = windower (resample + ring) -> speech gate -> micro-batcher
-submission -> (results back on the loop, in order) -> alert policy -> sinks. Every input
+submission -> (logits back on the loop, in order) -> alert policy -> running aggregate of the
+logits -> sinks. Every input
 uses it: paced or offline files, stdin, WebSocket clients, the microphone.
 
 A sink is any callable taking an event (:data:`Sink`); it runs on the event loop and must not
@@ -107,7 +108,7 @@ class StreamSession:
         self.windower = StreamWindower(stream, sample_rate, channels, window, clock=clock)
         self.alert_policy = AlertPolicy(alerts, threshold)
         self.gate = alerts.make_gate(self.windower.options.sample_rate)
-        self.aggregate = RunningAggregate(aggregate)  # type: ignore[arg-type]
+        self.aggregate = RunningAggregate(aggregate, logits=True)  # type: ignore[arg-type]
         self.counters = SessionCounters()
         self._clips = clips
         self._on_window = on_window  # a display's view of the samples (spectrogram, level); must not block
@@ -217,9 +218,9 @@ class StreamSession:
             return
         if r.status == "scored":
             p = r.probability
-            assert p is not None
+            assert p is not None and r.logit is not None
             state = self.alert_policy.update(p)
-            self.aggregate.add(p)
+            self.aggregate.add(r.logit)
             label, alert = self.alert_policy.label(p), state.alert
             c.scored += 1
         else:  # skipped by the speech gate
