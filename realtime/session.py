@@ -9,8 +9,8 @@
 
 :class:`StreamSession` = windower (resample + ring) -> speech gate -> micro-batcher
 submission -> (logits back on the loop, in order) -> alert policy -> running aggregate of the
-logits -> sinks. Every input
-uses it: paced or offline files, stdin, WebSocket clients, the microphone.
+logits -> sinks. Every input uses it, with one meaning: files (paced or ``--offline``, which
+differ only in how fast the file is read), stdin, WebSocket clients, the microphone.
 
 A sink is any callable taking an event (:data:`Sink`); it runs on the event loop and must not
 block it. Provided: :class:`ConsoleSink`, :class:`JsonLinesSink`, and the WebSocket reply in
@@ -153,13 +153,15 @@ class StreamSession:
         self._emit(summary)
         return summary
 
-    async def run(self, source: Source) -> SummaryEvent:
+    async def run(self, source: Source, *, salvage: bool = True) -> SummaryEvent:
         """Stream a whole :class:`~realtime.sources.Source` through this session.
 
         A source that fails mid-stream (:class:`~realtime.errors.AudioInputError`: a
         microphone unplugged, a pipe that cannot be read) loses nothing it delivered: an
         ``input_error`` event, then the windows so far are scored and the summary emitted
-        (none if there was no audio yet), then the exception propagates.
+        (none if there was no audio yet), then the exception propagates. With
+        ``salvage=False`` (a truncated file: a verdict on part of it would pass for the whole)
+        the exception propagates at once; the caller reports it and aborts the session.
         """
         rate = self.windower.sample_rate
         try:
@@ -169,9 +171,10 @@ class StreamSession:
                                            f"{chunk_rate:g} Hz mid-stream; a stream keeps one rate")
                 await self.push(chunk)
         except AudioInputError as e:
-            self.error("input_error", str(e))
-            if self.windower.frames_in:
-                await self.finish()
+            if salvage:
+                self.error("input_error", str(e))
+                if self.windower.frames_in:
+                    await self.finish()
             raise
         return await self.finish()
 
