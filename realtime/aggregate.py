@@ -1,4 +1,4 @@
-"""Window scores -> one file-level spoof probability (offline summaries, end-of-stream).
+"""Window scores -> one stream-level spoof probability (every stream's summary, files included).
 
 Methods (``values`` are probabilities unless ``logits=True``):
 
@@ -13,8 +13,8 @@ Methods (``values`` are probabilities unless ``logits=True``):
 Probabilities are clipped to ``[EPS, 1 - EPS]`` before the logit so a window at exactly
 0 or 1 stays finite (logit range about +-16.1).
 
-:class:`RunningAggregate` computes the same in constant memory for live streams
-(all methods but ``median``).
+:class:`RunningAggregate` computes the same in constant memory for every stream (all methods
+but ``median``); a session feeds it the engine's logits, so no clipping is involved there.
 """
 
 from __future__ import annotations

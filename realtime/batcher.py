@@ -4,7 +4,7 @@
     batcher.start()
     stream = batcher.open_stream("call-42", on_result)   # inside the running event loop
     stream.submit(window)                                 # never blocks the loop
-    ...  on_result(WindowResult) is called on the loop, in window order
+    ...  on_result(WindowResult) is called on the loop, in window order (r.logit, r.probability)
     await batcher.aclose()                                # drains what is queued
 
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
@@ -25,9 +25,14 @@ matter, and scoring it would make the next ones later still. A shed window still
 through the queue, in order, as a result with ``status="shed"``, so a consumer sees every
 seq exactly once. Streams opened with ``policy="block"`` (files, pipes) are never shed.
 
+Results carry the engine's logit (:meth:`engines.Engine.logits`), not a probability: the
+session aggregates logits, so a file's verdict never goes through a clipped probability and
+back (``WindowResult.probability`` is the one sigmoid of it).
+
 Delivery: the worker hands each finished batch to every event loop concerned with one
 ``loop.call_soon_threadsafe``; results of one stream arrive in the order submitted. An
-exception from the engine turns the windows of that batch into ``status="error"`` results;
+exception from the engine (or a logit that is not finite) turns the windows of that batch into
+``status="error"`` results;
 the worker goes on with the next batch.
 """
 
@@ -46,6 +51,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from .aggregate import sigmoid
 from .windowing import Window
 
 __all__ = ["BatcherOptions", "MicroBatcher", "BatchStream", "WindowResult", "BatcherStats",
@@ -60,11 +66,11 @@ _NO_SAMPLES = np.zeros(0, dtype=np.float32)
 
 
 class ScoringEngine(Protocol):
-    """What the batcher needs of :class:`engines.Engine`."""
+    """What the batcher needs of :class:`engines.Engine`: calibrated spoof logits [B]."""
 
     window_samples: int
 
-    def score(self, windows: np.ndarray) -> np.ndarray: ...
+    def logits(self, windows: np.ndarray) -> np.ndarray: ...
 
 
 class BatcherClosedError(RuntimeError):
@@ -107,7 +113,7 @@ class BatcherOptions:
 class WindowResult:
     """The outcome of one submitted window.
 
-    ``status``: ``scored`` (``probability`` set), ``skipped`` (submitted with
+    ``status``: ``scored`` (``logit`` set), ``skipped`` (submitted with
     ``score=False``: passed through in order without inference), ``shed`` (dropped under
     overload; ``window.samples`` is then empty), ``error`` (the engine raised; ``error``
     holds its message). ``done_at`` is the ``time.monotonic()`` at which the outcome was
@@ -116,9 +122,14 @@ class WindowResult:
 
     window: Window
     status: Status
-    probability: float | None
+    logit: float | None
     done_at: float
     error: str | None = None
+
+    @property
+    def probability(self) -> float | None:
+        """The spoof probability of a scored window: the sigmoid of its logit."""
+        return None if self.logit is None else sigmoid(self.logit)
 
     @property
     def latency_ms(self) -> float:
@@ -137,7 +148,7 @@ class BatcherStats:
     skipped: int = 0
     shed: int = 0
     errors: int = 0
-    busy_s: float = 0.0  # time spent inside engine.score
+    busy_s: float = 0.0  # time spent inside engine.logits
 
     @property
     def mean_batch(self) -> float:
@@ -230,7 +241,7 @@ class BatchStream:
 
 
 class MicroBatcher:
-    """Windows from all streams -> ``engine.score`` in batches, in one worker thread."""
+    """Windows from all streams -> ``engine.logits`` in batches, in one worker thread."""
 
     def __init__(self, engine: ScoringEngine, options: BatcherOptions | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -385,13 +396,13 @@ class MicroBatcher:
     def _score(self, x: np.ndarray) -> np.ndarray:
         parts = min(self.options.parallel, len(x))
         if parts == 1:
-            return np.asarray(self.engine.score(x), dtype=np.float64).reshape(-1)
+            return np.asarray(self.engine.logits(x), dtype=np.float64).reshape(-1)
         # Split the batch over `parallel` concurrent engine calls (this thread runs the first
         # part); ONNX Runtime sessions are thread-safe and release the GIL.
         chunks = np.array_split(x, parts)
         assert self._pool is not None
-        futures = [self._pool.submit(self.engine.score, c) for c in chunks[1:]]
-        first = np.asarray(self.engine.score(chunks[0]), dtype=np.float64).reshape(-1)
+        futures = [self._pool.submit(self.engine.logits, c) for c in chunks[1:]]
+        first = np.asarray(self.engine.logits(chunks[0]), dtype=np.float64).reshape(-1)
         return np.concatenate([first, *(np.asarray(f.result(), dtype=np.float64).reshape(-1) for f in futures)])
 
     def _run(self) -> None:
@@ -422,7 +433,7 @@ class MicroBatcher:
             if batch is None:
                 return
             to_score = [it for it in batch if it.score and not it.dropped]
-            probs: np.ndarray | None = None
+            logits: np.ndarray | None = None
             error: str | None = None
             done_at = self._clock()
             if to_score:
@@ -431,22 +442,24 @@ class MicroBatcher:
                     buf[i] = it.window.samples
                 t0 = self._clock()
                 try:
-                    probs = self._score(buf[:n])
-                    if probs.shape != (n,):
-                        raise ValueError(f"engine returned {probs.shape[0]} scores for {n} windows")
+                    logits = self._score(buf[:n])
+                    if logits.shape != (n,):
+                        raise ValueError(f"engine returned {logits.shape[0]} scores for {n} windows")
+                    if not np.isfinite(logits).all():  # would poison the stream's running aggregate
+                        raise ValueError("engine returned a logit that is NaN or infinite")
                 # Any engine failure (ONNX Runtime raises untyped errors) is reported on the
                 # windows of this batch, and the worker lives on for the other streams.
                 except Exception as e:  # noqa: BLE001
                     error = f"{type(e).__name__}: {e}"
                     log.error("engine failed on a batch of %d windows (%s)", n, error)
-                    probs = None
+                    logits = None
                 done_at = self._clock()
                 with self._cond:
                     self._stats.batches += 1
                     self._stats.busy_s += done_at - t0
-            self._deliver(batch, probs, error, done_at)
+            self._deliver(batch, logits, error, done_at)
 
-    def _deliver(self, batch: list[_Item], probs: np.ndarray | None, error: str | None,
+    def _deliver(self, batch: list[_Item], logits: np.ndarray | None, error: str | None,
                  done_at: float) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[BatchStream, WindowResult]]] = {}
         k = 0
@@ -456,11 +469,11 @@ class MicroBatcher:
                 r = WindowResult(it.window, "shed", None, it.enqueued)
             elif not it.score:
                 r = WindowResult(it.window, "skipped", None, done_at)
-            elif probs is None:
+            elif logits is None:
                 r = WindowResult(it.window, "error", None, done_at, error)
                 k += 1
             else:
-                r = WindowResult(it.window, "scored", float(probs[k]), done_at)
+                r = WindowResult(it.window, "scored", float(logits[k]), done_at)
                 k += 1
             counts[r.status] += 1
             by_loop.setdefault(it.stream._loop, []).append((it.stream, r))

@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
@@ -43,7 +45,9 @@ from realtime.options import DetectorOptions
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from realtime.filerun import RunObserver
+    from realtime.batcher import Policy
+    from realtime.observers import RunObserver
+    from realtime.sources import Source
 
 DEMO_CLIP = Path(__file__).resolve().parent / "assets" / "demo.flac"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -53,22 +57,23 @@ class Output:
     """Routes events to JSON lines (stdout) and/or the console view; errors always reach stderr."""
 
     def __init__(self, options: DetectorOptions, stdout: TextIO, stderr: TextIO, show_stream: bool,
-                 records: Sequence = ()) -> None:  # the event log, the webhook
+                 records: Sequence = (), windows: bool = True) -> None:  # records: the event log, the webhook
         from realtime.console import ConsoleView
 
         self.json, self.quiet, self.stdout, self.stderr = options.json, options.quiet, stdout, stderr
         self.view = ConsoleView(stdout, color=options.color, show_stream=show_stream)
         self.records = records
-        self.errors = 0
+        self.windows = windows  # score events too (--offline without --windows: summaries and errors only)
         self.stdout_closed = asyncio.Event()  # its reader left (`| head`): the run stops quietly
 
     def __call__(self, ev) -> None:  # ScoreEvent | SummaryEvent | ErrorEvent
         from realtime.console import format_error
 
+        if ev.type == "score" and not self.windows:
+            return  # neither shown nor recorded: the event log keeps what --json prints
         for record in self.records:
             record(ev)
         if ev.type == "error":
-            self.errors += 1
             print(format_error(ev, color=False), file=self.stderr, flush=True)
         if self.stdout_closed.is_set():
             return
@@ -136,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="audio files or folders, 'demo' (bundled clip), 'mic', 'ws' (server), 'audiosocket' "
                           "(Asterisk AudioSocket listener) or '-' (raw PCM on stdin)")
     src.add_argument("--offline", action="store_true",
-                     help="files: score as fast as possible and print one summary per file (default: replay in real time)")
+                     help="files: read as fast as they decode, not paced (the same scores and verdicts as a replay), "
+                          "and print one summary per file (default: replay in real time)")
     src.add_argument("--windows", action="store_true", help="with --offline: also emit every window's score event")
     src.add_argument("--speed", type=float, default=1.0, help="replay speed for files without --offline (default 1.0)")
     src.add_argument("--format", dest="stdin_format", choices=("s16le", "f32le"), default="s16le",
@@ -353,80 +359,103 @@ def list_engines(stdout: TextIO, model: str) -> int:
     return EXIT_OK
 
 
-async def _run_files(paths: list[Path], options: DetectorOptions, output: Output, emit_windows: bool,
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What sets the CLI's inputs apart; :func:`_run_inputs` runs them all through one pipeline."""
+
+    streams: Sequence[tuple[str, Callable[[], Source]]]  # (stream id, opener): one stream each, in turn
+    policy: Policy  # "block": the input can wait for the engine (files, pipes); "shed": it cannot (a microphone)
+    files: bool = False  # a failing input is one bad_audio event and the next one runs; else the run ends there
+    endless: bool = False  # no end of its own (a microphone): Ctrl+C is how it ends, exit 0 rather than 130
+
+
+async def _run_files(paths: list[Path], options: DetectorOptions, output: Output,
                      observers: Sequence[RunObserver] = ()) -> int:
-    """Score ``paths`` one after another; ``observers`` (dashboard, --plot) see every window
-    even when ``emit_windows`` is off, which only keeps window events from ``output``."""
-    from realtime.filerun import FileScorer
-
-    def emit(ev) -> None:
-        if emit_windows or ev.type != "score":
-            output(ev)
-        for o in observers:
-            o.event(ev)
-
-    def on_window(w) -> None:
-        for o in observers:
-            o.window(w)
-
-    if not options.offline:
-        return await _run_paced_files(paths, options, output, observers)
-    engine = _load_engine(options)
-    scorer = FileScorer(engine, options, emit, on_window if observers else None)
-    output.model_line(engine.model_id, scorer.threshold)
-    for o in observers:
-        o.engine_ready(engine, scorer.threshold, options.hop_s)
-    failed = 0
-    try:
-        for path in paths:
-            result = await scorer.score_file(path, emit_windows=emit_windows or bool(observers))
-            failed += result.type == "error"
-            if output.stdout_closed.is_set():
-                return EXIT_OK
-    finally:
-        scorer.close()
-        engine.close()
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-async def _run_paced_files(paths: list[Path], options: DetectorOptions, output: Output,
-                           observers: Sequence[RunObserver] = ()) -> int:
-    """Replay files in real time through the live path (speech gate, micro-batcher, alert rule),
-    so a recorded call shows exactly what live monitoring of it would have shown."""
-    from realtime.errors import RealtimeError
-    from realtime.events import ErrorEvent
+    """Files one after another, replayed in real time (what live monitoring of them would have
+    shown) or, with --offline, read as fast as they decode: the only difference is the pacing."""
     from realtime.sources.file import FileSource
 
+    streams = [(str(p), functools.partial(FileSource, p, realtime=not options.offline, chunk_s=options.chunk_s,
+                                          speed=options.speed)) for p in paths]
+    return await _run_inputs(_Inputs(streams, "block", files=True), options, output, observers)
+
+
+async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequence[RunObserver] = ()) -> int:
+    """Raw PCM on stdin (``--input -``): one stream; a pipe can wait (the producer blocks), so
+    nothing is shed."""
+    from realtime.sources import StdinSource
+
+    source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
+    return await _run_inputs(_Inputs([(source.stream_id, lambda: source)], "block"), options, output, observers)
+
+
+async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
+                   observers: Sequence[RunObserver] = ()) -> int:
+    """Microphone (``--input mic``): one live stream until Ctrl+C (or the dashboard closes)."""
+    from realtime.sources.mic import MicSource
+
+    source = MicSource(options.device, retry=options.retry)  # opens lazily; errors name the device
+    try:
+        return await _run_inputs(_Inputs([(source.stream_id, lambda: source)], "shed", endless=True),
+                                 options, output, observers)
+    finally:
+        lost = source.overflows + source.device_overflows
+        if lost:
+            print(f"realtime-detect: microphone: {lost} overflow(s), {source.dropped_frames} frames dropped"
+                  " (the machine could not keep up)", file=stderr)
+
+
+async def _run_inputs(inputs: _Inputs, options: DetectorOptions, output: Output,
+                      observers: Sequence[RunObserver]) -> int:
+    """Load the engine, then each stream through a LiveDetector session; the exit status.
+
+    Ctrl+C / SIGTERM end the input as its end would: the pending windows are scored and the
+    summary printed. A closed stdout (`| head`) ends it too, quietly.
+    """
+    from realtime.errors import RealtimeError
+    from realtime.events import ErrorEvent
+
+    errors = 0
+
+    def count(ev) -> None:
+        nonlocal errors
+        errors += ev.type == "error"
+
+    if inputs.policy == "block":
+        # An input that can wait keeps two batches in flight, so the engine gets whole batches while
+        # the next one is read; max_pending, a live stream's backlog, would cap them at 8 windows.
+        backlog = max(options.max_pending, 2 * options.max_batch)
+        options = dataclasses.replace(options, max_pending=backlog, max_queue=max(options.max_queue, backlog))
     engine = _load_engine(options)
-    detector = _live_detector(engine, options, [output], observers).start()
+    detector = _live_detector(engine, options, [output, count], observers).start()
     output.model_line(detector.model, detector.threshold)
-    # Ctrl+C / SIGTERM end the replay like the end of the file: pending windows scored, summary
-    # printed (as for the microphone); a closed stdout ends it quietly.
-    failed = 0
     try:
         async with _stoppable(output) as (stop, interrupted):
-            for path in paths:
+            for stream, open_source in inputs.streams:
                 session = None
                 try:
-                    source = FileSource(path, realtime=True, chunk_s=options.chunk_s, speed=options.speed,
-                                        stream_id=str(path))
-                    # A file can wait for the engine: backpressure, never shedding.
-                    session = detector.open_stream(source.stream_id, source.sample_rate, source.channels,
-                                                   policy="block")
-                    await session.run(_until(source, stop))
+                    source = open_source()
+                    session = detector.open_stream(stream, source.sample_rate, source.channels,
+                                                   policy=inputs.policy)
+                    await session.run(_until(source, stop), salvage=not inputs.files)
                 except RealtimeError as e:
-                    failed += 1
-                    output(ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=str(path)))
+                    if not inputs.files:
+                        if isinstance(e, AudioInputError):
+                            break  # already out as an input_error event (stderr, --json, --events), with the summary
+                        raise
                     if session is not None:
                         session.abort()
+                    bad = ErrorEvent(code="bad_audio", message=getattr(e, "reason", str(e)), stream=stream)
+                    for sink in detector.sinks:
+                        sink(bad)
                 if stop.is_set():
                     break
     finally:
         await detector.aclose()
         engine.close()
-    if interrupted.is_set():
+    if interrupted.is_set() and not inputs.endless:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _load_engine(options: DetectorOptions):
@@ -456,26 +485,6 @@ def _live_detector(engine, options: DetectorOptions, sinks: list, observers: Seq
     return detector
 
 
-async def _run_stdin(options: DetectorOptions, output: Output, observers: Sequence[RunObserver] = ()) -> int:
-    """Raw PCM on stdin (``--input -``): one live stream, a summary at end of input."""
-    from realtime.sources import StdinSource
-
-    source = StdinSource(options.stdin_format, options.stdin_rate, options.stdin_channels, chunk_s=options.chunk_s)
-    engine = _load_engine(options)
-    detector = _live_detector(engine, options, [output], observers).start()
-    output.model_line(detector.model, detector.threshold)
-    try:
-        # A pipe can wait: backpressure (the producer blocks) instead of shedding windows.
-        session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="block")
-        await session.run(source)
-    except AudioInputError:  # already out as an input_error event (stderr, --json, --events), summary too
-        return EXIT_FAILED
-    finally:
-        await detector.aclose()
-        engine.close()
-    return EXIT_FAILED if output.errors else EXIT_OK
-
-
 async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator[T]:
     """Items of ``source`` until ``stop`` is set; then the source is closed and iteration ends
     (also when the consumer is cancelled: the dashboard closing)."""
@@ -483,7 +492,7 @@ async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator
     stopped = asyncio.ensure_future(stop.wait())
     nxt: asyncio.Future[T] | None = None
     try:
-        while True:
+        while not stop.is_set():  # checked here too: a source that never waits (--offline) wins every race below
             nxt = asyncio.ensure_future(anext(it))
             await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not nxt.done():
@@ -502,33 +511,6 @@ async def _until(source: AsyncIterable[T], stop: asyncio.Event) -> AsyncIterator
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-async def _run_mic(options: DetectorOptions, output: Output, stderr: TextIO,
-                   observers: Sequence[RunObserver] = ()) -> int:
-    """Microphone (``--input mic``): one live stream until Ctrl+C (or the dashboard closes)."""
-    from realtime.sources.mic import MicSource
-
-    source = MicSource(options.device, retry=options.retry)  # opens lazily; errors name the device
-    engine = _load_engine(options)
-    detector = _live_detector(engine, options, [output], observers).start()
-    output.model_line(detector.model, detector.threshold)
-    # Ctrl+C / SIGTERM end the capture like the end of a file: pending windows scored, summary printed.
-    # A closed stdout (`| head`) ends it too.
-    try:
-        async with _stoppable(output) as (stop, _):
-            session = detector.open_stream(source.stream_id, source.sample_rate, source.channels, policy="shed")
-            await session.run(_until(source, stop))
-    except AudioInputError:  # the device vanished: reported as an input_error event, what it gave scored
-        return EXIT_FAILED
-    finally:
-        await detector.aclose()
-        engine.close()
-        lost = source.overflows + source.device_overflows
-        if lost:
-            print(f"realtime-detect: microphone: {lost} overflow(s), {source.dropped_frames} frames dropped"
-                  " (the machine could not keep up)", file=stderr)
-    return EXIT_FAILED if output.errors else EXIT_OK
 
 
 async def _run_ws(options: DetectorOptions, stdout: TextIO, stderr: TextIO, records: Sequence = (),
@@ -645,21 +627,21 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
 
             require_matplotlib()
         if kind == "files":
-            from realtime.filerun import expand_inputs
+            from realtime.sources.file import expand_inputs
 
             paths = [DEMO_CLIP if x == "demo" else Path(x) for x in args.input]
             files = expand_inputs(paths)
             if not files:
                 print(f"realtime-detect: no audio files found in {printable(' '.join(args.input))}", file=stderr)
                 return EXIT_FAILED
-            output = Output(options, stdout, stderr, show_stream=len(files) > 1, records=records)
-            emit_windows = not options.offline or args.windows
-            observers = _file_observers(files, options, stderr)
+            output = Output(options, stdout, stderr, show_stream=len(files) > 1, records=records,
+                            windows=not options.offline or args.windows)
+            observers = _file_observers(files, options, stderr)  # they see every window, --windows or not
             if options.dashboard:
                 title = files[0].name + (f" (+{len(files) - 1})" if len(files) > 1 else "")
-                return _with_dashboard(lambda bridge: _run_files(files, options, output, emit_windows,
-                                                                 [*observers, bridge]), title, args)
-            return asyncio.run(_run_files(files, options, output, emit_windows, observers))
+                return _with_dashboard(lambda bridge: _run_files(files, options, output, [*observers, bridge]),
+                                       title, args)
+            return asyncio.run(_run_files(files, options, output, observers))
         if kind == "-":
             output = Output(options, stdout, stderr, show_stream=False, records=records)
             if options.dashboard:

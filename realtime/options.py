@@ -32,7 +32,7 @@ class DetectorOptions:
     quiet: bool = False  # no console view
     color: bool | None = None  # None: auto (TTY, NO_COLOR)
     # File input
-    offline: bool = False  # as fast as possible, per-file summaries
+    offline: bool = False  # files read as fast as they decode, not paced (the pipeline is the same)
     speed: float = 1.0  # replay speed for paced files
     chunk_s: float = 0.1  # paced files and stdin: chunk size
     plot: Path | None = None

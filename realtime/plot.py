@@ -134,7 +134,7 @@ def plot_targets(target: Path, files: Sequence[Path]) -> list[Path]:
 
 
 class TimelinePlotter:
-    """Run observer (see realtime.filerun.RunObserver): collects each file's score events and
+    """Run observer (see realtime.observers.RunObserver): collects each file's score events and
     writes its image when its summary arrives. Drawing (~0.3 s) happens on the detection loop
     between files, where no window is waiting."""
 

@@ -8,8 +8,9 @@
     await detector.aclose()
 
 :class:`StreamSession` = windower (resample + ring) -> speech gate -> micro-batcher
-submission -> (results back on the loop, in order) -> alert policy -> sinks. Every input
-uses it: paced or offline files, stdin, WebSocket clients, the microphone.
+submission -> (logits back on the loop, in order) -> alert policy -> running aggregate of the
+logits -> sinks. Every input uses it, with one meaning: files (paced or ``--offline``, which
+differ only in how fast the file is read), stdin, WebSocket clients, the microphone.
 
 A sink is any callable taking an event (:data:`Sink`); it runs on the event loop and must not
 block it. Provided: :class:`ConsoleSink`, :class:`JsonLinesSink`, and the WebSocket reply in
@@ -107,7 +108,7 @@ class StreamSession:
         self.windower = StreamWindower(stream, sample_rate, channels, window, clock=clock)
         self.alert_policy = AlertPolicy(alerts, threshold)
         self.gate = alerts.make_gate(self.windower.options.sample_rate)
-        self.aggregate = RunningAggregate(aggregate)  # type: ignore[arg-type]
+        self.aggregate = RunningAggregate(aggregate, logits=True)  # type: ignore[arg-type]
         self.counters = SessionCounters()
         self._clips = clips
         self._on_window = on_window  # a display's view of the samples (spectrogram, level); must not block
@@ -152,13 +153,15 @@ class StreamSession:
         self._emit(summary)
         return summary
 
-    async def run(self, source: Source) -> SummaryEvent:
+    async def run(self, source: Source, *, salvage: bool = True) -> SummaryEvent:
         """Stream a whole :class:`~realtime.sources.Source` through this session.
 
         A source that fails mid-stream (:class:`~realtime.errors.AudioInputError`: a
         microphone unplugged, a pipe that cannot be read) loses nothing it delivered: an
         ``input_error`` event, then the windows so far are scored and the summary emitted
-        (none if there was no audio yet), then the exception propagates.
+        (none if there was no audio yet), then the exception propagates. With
+        ``salvage=False`` (a truncated file: a verdict on part of it would pass for the whole)
+        the exception propagates at once; the caller reports it and aborts the session.
         """
         rate = self.windower.sample_rate
         try:
@@ -168,9 +171,10 @@ class StreamSession:
                                            f"{chunk_rate:g} Hz mid-stream; a stream keeps one rate")
                 await self.push(chunk)
         except AudioInputError as e:
-            self.error("input_error", str(e))
-            if self.windower.frames_in:
-                await self.finish()
+            if salvage:
+                self.error("input_error", str(e))
+                if self.windower.frames_in:
+                    await self.finish()
             raise
         return await self.finish()
 
@@ -217,9 +221,9 @@ class StreamSession:
             return
         if r.status == "scored":
             p = r.probability
-            assert p is not None
+            assert p is not None and r.logit is not None
             state = self.alert_policy.update(p)
-            self.aggregate.add(p)
+            self.aggregate.add(r.logit)
             label, alert = self.alert_policy.label(p), state.alert
             c.scored += 1
         else:  # skipped by the speech gate

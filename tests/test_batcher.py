@@ -16,7 +16,7 @@ N = 64  # tiny windows: the mechanics do not depend on the length
 
 
 class FakeEngine:
-    """score = first sample of each window; optionally held at a gate, or failing."""
+    """logit = first sample of each window; optionally held at a gate, or failing."""
 
     window_samples = N
 
@@ -27,7 +27,7 @@ class FakeEngine:
         self.batches: list[int] = []
         self.fail_next = False
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray) -> np.ndarray:
         self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(x))
@@ -87,7 +87,7 @@ def test_interleaved_streams_come_back_in_order_with_their_scores() -> None:
         for name, c in cols.items():
             assert c.seqs == list(range(7))
             assert all(r.status == "scored" for r in c.results)
-            np.testing.assert_allclose([r.probability for r in c.results], np.arange(7) / 1000, rtol=1e-6)
+            np.testing.assert_allclose([r.logit for r in c.results], np.arange(7) / 1000, rtol=1e-6)
             assert all(r.window.stream == name and r.latency_ms >= 0 for r in c.results)
         assert max(eng.batches) <= 4
         assert b.stats().scored == 21
@@ -188,6 +188,28 @@ def test_engine_error_fails_that_batch_only() -> None:
     asyncio.run(main())
 
 
+def test_results_carry_the_logit_and_a_non_finite_one_is_an_engine_error() -> None:
+    """The probability is the sigmoid of the logit the engine gave; a NaN or infinite logit
+    would poison the stream's running aggregate, so its batch is reported as an error."""
+    async def main() -> None:
+        b = MicroBatcher(FakeEngine(), BatcherOptions(max_batch=8, max_wait_ms=0)).start()
+        c = Collector()
+        st = b.open_stream("s", c, policy="block")
+        for seq, z in enumerate((2.0, -3.0)):
+            st.submit(win("s", seq, z))
+            await st.drain()
+        for seq, z in enumerate((np.inf, np.nan), start=2):
+            st.submit(win("s", seq, z))
+            await st.drain()
+        assert [r.logit for r in c.results[:2]] == [2.0, -3.0]
+        assert [r.probability for r in c.results[:2]] == pytest.approx([1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(3.0))])
+        assert [(r.status, r.logit, r.probability) for r in c.results[2:]] == [("error", None, None)] * 2
+        assert all("NaN or infinite" in r.error for r in c.results[2:])
+        await b.aclose()
+
+    asyncio.run(main())
+
+
 def test_unscored_windows_pass_through_in_order() -> None:
     async def main() -> None:
         eng = FakeEngine()
@@ -263,7 +285,7 @@ def test_real_engine_batched_scores_match_single_window_scores(checkpoints) -> N
 
     eng = engines.load(checkpoints["specrnet"], engine="onnx", threads=1, max_batch=8)
     x = np.stack([speech(4.0, i) for i in range(3)])
-    alone = eng.score(x)
+    alone = eng.logits(x)
 
     async def main() -> list[WindowResult]:
         b = MicroBatcher(eng, BatcherOptions(max_batch=8, max_wait_ms=20)).start()
@@ -276,7 +298,7 @@ def test_real_engine_batched_scores_match_single_window_scores(checkpoints) -> N
         return c.results
 
     results = asyncio.run(main())
-    np.testing.assert_allclose([r.probability for r in results], alone, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose([r.logit for r in results], alone, rtol=1e-4, atol=1e-6)
 
 
 def test_live_windows_too_old_for_their_turn_are_shed_files_are_not() -> None:
@@ -304,10 +326,10 @@ def test_parallel_split_keeps_order_and_scores() -> None:
             super().__init__()
             self.threads: set[str] = set()
 
-        def score(self, x: np.ndarray) -> np.ndarray:
+        def logits(self, x: np.ndarray) -> np.ndarray:
             self.threads.add(threading.current_thread().name)
             time.sleep(0.01)
-            return super().score(x)
+            return super().logits(x)
 
     async def main() -> None:
         eng = Slow()
@@ -318,7 +340,7 @@ def test_parallel_split_keeps_order_and_scores() -> None:
             st.submit(win("s", seq))
         await st.drain()
         assert c.seqs == list(range(24))
-        np.testing.assert_allclose([r.probability for r in c.results], np.arange(24) / 1000, rtol=1e-6)
+        np.testing.assert_allclose([r.logit for r in c.results], np.arange(24) / 1000, rtol=1e-6)
         assert len(eng.threads) == 2 and max(eng.batches) <= 4
         await b.aclose()
 

@@ -11,8 +11,10 @@ import pytest
 import soundfile as sf
 import soxr
 
+from realtime import cli as cli_module
 from realtime.cli import main
-from tests.conftest import REPO, speech
+from realtime.events import ScoreEvent, SummaryEvent
+from tests.conftest import REPO, speech, speech_files
 
 
 def run_cli(args: list[str]) -> tuple[int, list[dict], str]:
@@ -43,9 +45,13 @@ def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def test_offline_folder_of_mixed_files(checkpoints: dict[str, Path], mixed_folder: Path) -> None:
-    code, events, err = run_cli(["--input", str(mixed_folder), "--offline", "--json", "--model", str(checkpoints["specrnet"])])
+@pytest.mark.parametrize("mode", [["--offline"], ["--speed", "1000"]])
+def test_folder_of_mixed_files(checkpoints: dict[str, Path], mixed_folder: Path, mode: list[str]) -> None:
+    """Offline or paced, the same: a summary per good file, one bad_audio error per bad one."""
+    code, events, err = run_cli(["--input", str(mixed_folder), *mode, "--json", "--model", str(checkpoints["specrnet"])])
     assert code == 1, "some files failed, so the exit code must say so"
+    events = [e for e in events if e["type"] != "score"]
+    assert len(events) == 8, "one event per file"
     by_file = {Path(e["stream"]).name: e for e in events}
     assert "notes.txt" not in by_file
     good = {"a_16k.wav": 5, "b_44k_stereo.flac": 7, "c.mp3": 3, "d_short.wav": 1}
@@ -197,26 +203,93 @@ def test_stdout_closed_by_its_reader_ends_the_run_quietly(mode: list[str]) -> No
     assert err == ""
 
 
-def test_ctrl_c_during_replay_scores_what_arrived_and_summarises() -> None:
-    """SIGINT during a paced replay: the windows so far, then the file's summary; exit 130."""
+def interrupt_after_first_event(cli: subprocess.Popen) -> tuple[int, list[dict], str]:
+    """SIGINT (Ctrl+C) once the first event is out; the exit status, every event, stderr."""
     import signal
 
-    cli = cli_process("--input", "demo", "--json", "--engine", "onnx", "--speed", "2")
     try:
         first = cli.stdout.readline()
         assert json.loads(first)["type"] == "score"
         cli.send_signal(signal.SIGINT)
-        out, err = cli.communicate(timeout=60)
+        # Read on through the pipe's buffer (communicate() would skip what it holds already).
+        out, err = cli.stdout.read(), cli.stderr.read()
+        cli.wait(60)
     finally:
         if cli.poll() is None:
             cli.kill()
             cli.wait(10)
-    assert cli.returncode == 130, err
-    events = [json.loads(line) for line in (first + out).splitlines()]
+    return cli.returncode, [json.loads(line) for line in (first + out).splitlines()], err
+
+
+def test_ctrl_c_during_replay_scores_what_arrived_and_summarises() -> None:
+    """SIGINT during a paced replay: the windows so far, then the file's summary; exit 130."""
+    code, events, err = interrupt_after_first_event(
+        cli_process("--input", "demo", "--json", "--engine", "onnx", "--speed", "2"))
+    assert code == 130, err
     scores = [e for e in events if e["type"] == "score"]
     assert events[-1]["type"] == "summary" and events[-1]["windows"] == len(scores) >= 1
     assert events[-1]["duration_s"] < sf.info(REPO / "realtime" / "assets" / "demo.flac").duration
     assert "Traceback" not in err
+
+
+def test_ctrl_c_during_an_offline_run_scores_what_was_read_and_summarises(tmp_path: Path) -> None:
+    """SIGINT during --offline, as during a paced replay: the windows read so far, that file's
+    summary, no further file; exit 130."""
+    long, short = tmp_path / "long.wav", tmp_path / "short.wav"
+    sf.write(long, speech(600.0, 0), 16000)  # far longer than the run gets to read
+    sf.write(short, speech(5.0, 1), 16000)
+    code, events, err = interrupt_after_first_event(
+        cli_process("--input", str(long), str(short), "--offline", "--windows", "--json", "--engine", "onnx"))
+    assert code == 130, err
+    scores = [e for e in events if e["type"] == "score"]
+    assert [e for e in events if e["type"] != "score"] == events[-1:] and events[-1]["type"] == "summary"
+    assert events[-1]["stream"] == str(long) and events[-1]["windows"] == len(scores) >= 1
+    assert [e["seq"] for e in scores] == list(range(len(scores)))
+    assert events[-1]["duration_s"] < 600.0
+    assert "Traceback" not in err
+
+
+def test_offline_and_paced_replay_give_the_same_file_verdict(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--offline is a paced replay without the pacing, not another pipeline: the same speech gate,
+    alert rule and aggregate, so the same windows, labels, alerts and summary (issue 13 item 15)."""
+    audio, rate = sf.read(speech_files(1)[0], dtype="float32")
+    wav = tmp_path / "pause-then-speech.wav"
+    sf.write(wav, np.concatenate([np.zeros(5 * rate, np.float32), audio]), rate)  # silence: the gate has work
+
+    class Record(list):
+        """A run observer (as --plot): every event, unrounded, as the pipeline made it."""
+
+        def engine_ready(self, engine, threshold: float, hop_s: float) -> None:
+            pass
+
+        def window(self, window) -> None:
+            pass
+
+        def event(self, ev) -> None:
+            self.append(ev)
+
+    def run(*args: str) -> tuple[list[ScoreEvent], SummaryEvent]:
+        seen = Record()
+        monkeypatch.setattr(cli_module, "_file_observers", lambda files, options, stderr: [seen])
+        err = io.StringIO()
+        assert main(["--input", str(wav), "--quiet", "--engine", "onnx", *args], stdout=io.StringIO(), stderr=err) == 0, \
+            err.getvalue()
+        assert isinstance(seen[-1], SummaryEvent) and all(isinstance(e, ScoreEvent) for e in seen[:-1])
+        return seen[:-1], seen[-1]
+
+    # A threshold between the middle two window scores: both labels occur and the alert rule has work.
+    p = sorted(e.spoof_probability for e in run("--offline")[0] if e.spoof_probability is not None)
+    threshold = f"{(p[len(p) // 2 - 1] + p[len(p) // 2]) / 2:.6f}"
+    offline, offline_summary = run("--offline", "--threshold", threshold)
+    paced, paced_summary = run("--speed", "1000", "--threshold", threshold)
+    assert {e.label for e in offline} == {"no_speech", "bonafide", "spoof"}
+    assert [(e.seq, e.start_s, e.end_s, e.label, e.alert) for e in offline] == \
+        [(e.seq, e.start_s, e.end_s, e.label, e.alert) for e in paced]
+    assert [e.spoof_probability for e in offline] == pytest.approx([e.spoof_probability for e in paced], abs=1e-6)
+    for s in (offline_summary, paced_summary):
+        assert s.windows == len(offline) and s.shed == 0 and s.tiled is False
+    assert (offline_summary.label, offline_summary.duration_s) == (paced_summary.label, paced_summary.duration_s)
+    assert offline_summary.spoof_probability == pytest.approx(paced_summary.spoof_probability, abs=1e-6)
 
 
 @pytest.mark.parametrize(("args", "message"), [

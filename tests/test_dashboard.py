@@ -86,7 +86,7 @@ class Recorder:
 
 def start_session(qtbot, files: list[Path], model: Path, rec: Recorder, **opts) -> DashboardSession:
     options = DetectorOptions(model=str(model), engine="onnx", offline=True, **opts)
-    session = DashboardSession(lambda bridge: _run_files(files, options, rec, True, [rec, bridge]),
+    session = DashboardSession(lambda bridge: _run_files(files, options, rec, [rec, bridge]),
                                DashboardOptions(refresh_ms=20))
     qtbot.addWidget(session.window)
     session.start()
@@ -141,13 +141,15 @@ def test_window_shows_the_emitted_events(qtbot, checkpoints: dict[str, Path], cl
 
 def test_alerts_are_shaded_and_shown(qtbot, checkpoints: dict[str, Path], clips: list[Path]) -> None:
     rec = Recorder()
-    # Threshold below every probability: every window alerts, one span over the whole clip.
+    # Threshold below every probability: every window is spoof, and the alert rule (3 of the last 5)
+    # turns on with the third and stays on: one span, from the end of the second window to the end.
     session = start_session(qtbot, [clips[0]], checkpoints["specrnet"], rec, threshold=0.001)
     win = session.window
     scores = rec.scores(str(clips[0]))
-    assert all(e.alert for e in scores)
+    assert all(e.label == "spoof" for e in scores)
+    assert [e.alert for e in scores] == [False, False] + [True] * (len(scores) - 2)
     x, y = win.alert_fill.getData()
-    np.testing.assert_allclose(x, [0.0, 10.0])
+    np.testing.assert_allclose(x, [4.5, 10.0])
     np.testing.assert_allclose(y, [1.0])
     assert win.alert_fill.isVisible()
     assert win.verdict.text().startswith("SPOOF") and "ALERT" in win.verdict.text()

@@ -71,7 +71,7 @@ def test_figure_draws_the_events(checkpoints: dict[str, Path], clips: list[Path]
 
     events = Collect()
     options = DetectorOptions(model=str(checkpoints["specrnet"]), engine="onnx", offline=True)
-    assert asyncio.run(_run_files([clips[0]], options, events, True)) == 0
+    assert asyncio.run(_run_files([clips[0]], options, events)) == 0
     scores = [e for e in events if isinstance(e, ScoreEvent)]
     summary = events[-1]
     assert isinstance(summary, SummaryEvent) and len(scores) == 13

@@ -21,7 +21,7 @@ from tests.conftest import speech
 
 
 class FakeEngine:
-    """score = a fixed probability per call order; counts windows; can be held or fail."""
+    """Every window gets the logit of a fixed probability; counts windows; can be held or fail."""
 
     window_samples = 64000
     model_id = "fake-00000000"
@@ -35,14 +35,14 @@ class FakeEngine:
         self.entered = threading.Event()
         self.fail = False
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray) -> np.ndarray:
         self.entered.set()
         self.gate.wait(5)
         if self.fail:
             self.fail = False
             raise RuntimeError("boom")
         self.windows += len(x)
-        return np.full(len(x), self.prob, np.float32)
+        return np.full(len(x), np.log(self.prob / (1 - self.prob)), np.float32)
 
 
 def chunks(x: np.ndarray, n: int = 1600):
@@ -78,6 +78,27 @@ def test_six_seconds_give_one_event_per_hop_after_four_then_a_summary() -> None:
     s = events[-1]
     assert (s.windows, s.label, s.shed, s.duration_s) == (5, "bonafide", 0, 6.0)
     assert s.spoof_probability == pytest.approx(0.2, abs=1e-6)
+
+
+def test_summary_aggregates_the_engines_logits_not_clipped_probabilities() -> None:
+    """Logits 20, 20, -5, ...: the mean of the logits, then one sigmoid (0.9999997). Through
+    probabilities (sigmoid(20) clipped to 1 - 1e-7, logit 16.1) it would come out 0.999993."""
+
+    class Confident(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = 0
+
+        def logits(self, x: np.ndarray) -> np.ndarray:
+            z = [(20.0, 20.0, -5.0)[(self.next + i) % 3] for i in range(len(x))]
+            self.next += len(x)
+            return np.array(z, np.float32)
+
+    events = stream(speech(6.0, 0), Confident())
+    scores = [e for e in events if isinstance(e, ScoreEvent)]
+    z = np.array([20.0, 20.0, -5.0, 20.0, 20.0])
+    assert [e.spoof_probability for e in scores] == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-12)
+    assert events[-1].spoof_probability == pytest.approx(1 / (1 + np.exp(-z.mean())), abs=1e-12)
 
 
 def test_silence_is_no_speech_and_costs_no_inference() -> None:

@@ -172,3 +172,27 @@ def test_cli_stdin_errors_are_one_line(checkpoints) -> None:
     bad_rate = subprocess.run(base + ["--rate", "100"], cwd=REPO, input=b"", capture_output=True, timeout=120)
     assert bad_rate.returncode == 1 and b"100 Hz not accepted; accepted: 4000..384000" in bad_rate.stderr
     assert b"Traceback" not in bad_rate.stderr
+
+
+def test_cli_ctrl_c_while_the_producer_is_connected_scores_what_arrived(checkpoints) -> None:
+    """SIGINT with the pipe still open, as for files and the microphone: the windows so far, then the
+    summary; exit 130 (and no abort at exit over the reader thread blocked on the pipe)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.test_cli import interrupt_after_first_event
+
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cli", "--input", "-", "--json",
+                             "--model", str(checkpoints["specrnet"]), "--engine", "onnx"],
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.buffer.write(s16(speech(6.0, 0)))  # 16 kHz s16le mono; the pipe stays open
+        proc.stdin.flush()
+        code, events, err = interrupt_after_first_event(proc)
+    finally:
+        proc.stdin.close()
+    assert code == 130, err
+    assert [e["end_s"] for e in events if e["type"] == "score"] == [4.0, 4.5, 5.0, 5.5, 6.0]
+    assert events[-1]["type"] == "summary" and events[-1]["windows"] == 5 and events[-1]["duration_s"] == 6.0
+    assert "Traceback" not in err

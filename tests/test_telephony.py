@@ -75,13 +75,13 @@ ALAW_REFERENCE = [
 
 
 class CrcEngine:
-    """A window's score is a checksum of its samples: equal scores mean bit-identical windows."""
+    """A window's logit is a checksum of its samples: equal scores mean bit-identical windows."""
 
     window_samples = 64000
     model_id = "crc-00000000"
     threshold = 0.5
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray) -> np.ndarray:
         return np.array([(zlib.crc32(np.ascontiguousarray(w).tobytes()) % 99991) / 99991 for w in x], np.float32)
 
 

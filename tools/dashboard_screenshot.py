@@ -32,15 +32,16 @@ def main() -> int:
     check_available()
     from PySide6 import QtWidgets
 
-    from realtime.cli import DEMO_CLIP, _run_files
+    from realtime.cli import DEMO_CLIP, Output, _run_files
     from realtime.dashboard.app import DashboardSession
-    from realtime.filerun import expand_inputs
     from realtime.options import DetectorOptions
+    from realtime.sources.file import expand_inputs
 
     files = expand_inputs([DEMO_CLIP if x == "demo" else Path(x) for x in args.input])
-    options = DetectorOptions(model=args.model, offline=True)
+    options = DetectorOptions(model=args.model, offline=True, quiet=True)
+    output = Output(options, sys.stdout, sys.stderr, show_stream=False)  # quiet: errors only, on stderr
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    session = DashboardSession(lambda bridge: _run_files(files, options, lambda ev: None, True, [bridge]),
+    session = DashboardSession(lambda bridge: _run_files(files, options, output, [bridge]),
                                DashboardOptions(title="realtime-detect"))
     session.start()
     deadline = time.monotonic() + args.timeout

@@ -50,7 +50,7 @@ class Drained:
 
 
 class Bridge:
-    """Thread-safe hand-over from detection to display (a run observer, see realtime.filerun)."""
+    """Thread-safe hand-over from detection to display (a run observer, see realtime.observers)."""
 
     def __init__(self, max_events: int = 4096) -> None:
         if max_events < 1:

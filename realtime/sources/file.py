@@ -1,4 +1,5 @@
-"""Audio files as a live source (paced like a microphone) or read whole for offline use.
+"""Audio files: found in folders, streamed as a source (paced like a microphone, or as fast as
+they decode for ``--offline``), or read whole.
 
 Decoding is libsndfile's (via soundfile): WAV, FLAC, OGG Vorbis/Opus, MP3 (libsndfile
 >= 1.1), AIFF, CAF, W64 and the rest of its formats. Every failure to open or decode
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,10 @@ from ..resample import MAX_CHANNELS, MAX_RATE, MIN_RATE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileSource", "read_audio", "accepted_formats"]
+__all__ = ["FileSource", "read_audio", "accepted_formats", "expand_inputs", "AUDIO_EXTENSIONS"]
+
+#: What a folder given as input is searched for (a file named explicitly is tried whatever its name).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".aif", ".aiff", ".caf", ".w64", ".au"})
 
 
 def accepted_formats() -> str:
@@ -70,6 +74,20 @@ def _decoder_chatter_to_log() -> Iterator[None]:
 
 
 _CHATTER = re.compile(r"(Warning|Note|Error|\[[^]]*mpg123[^]]*\])[: ]", re.IGNORECASE)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded recursively to their audio files (sorted, by extension).
+
+    A file named explicitly is kept whatever its extension, so its error (if any) is reported."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS))
+        else:
+            out.append(p)
+    return out
 
 
 def _open(path: Path) -> sf.SoundFile:

@@ -5,21 +5,23 @@ exit is never held up by a producer that keeps its end open. The thread hands ea
 the loop through a small bounded queue and waits while it is full: a slow consumer makes the
 pipe fill up and the producer wait (backpressure), nothing is dropped.
 
-Reads return as soon as some bytes are there (``read1``), so latency does not depend on
-``chunk_s`` for a live producer; a read may end inside a frame, which :class:`PcmDecoder`
-completes with the next read. End of input ends the iteration; an incomplete last frame is
-dropped and counted in ``dropped_bytes``.
+Reads return as soon as some bytes are there (``os.read``, or ``read1`` of a stream without a
+descriptor), so latency does not depend on ``chunk_s`` for a live producer; a read may end
+inside a frame, which :class:`PcmDecoder` completes with the next read. End of input ends the
+iteration; an incomplete last frame is dropped and counted in ``dropped_bytes``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import math
+import os
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -70,7 +72,7 @@ class StdinSource:
         return self._chunks()
 
     def _reader(self, f: BinaryIO, loop: asyncio.AbstractEventLoop, q: asyncio.Queue) -> None:
-        read = getattr(f, "read1", f.read)
+        read = _reader_of(f)
         try:
             while True:
                 data = read(self.chunk_bytes)
@@ -105,3 +107,16 @@ class StdinSource:
     def __repr__(self) -> str:
         return (f"StdinSource(format={self.format!r}, sample_rate={self.sample_rate}, "
                 f"channels={self.channels}, stream_id={self.stream_id!r})")
+
+
+def _reader_of(f: BinaryIO) -> Callable[[int], bytes]:
+    """``read(n)``: what is there, up to ``n`` bytes; ``b""`` at end of input.
+
+    A file with a descriptor is read through it: blocked in ``read1``, the thread would hold the
+    buffered reader's lock, and the interpreter aborts at exit on a lock held by a daemon thread
+    (a run stopped by Ctrl+C while the producer keeps the pipe open)."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return getattr(f, "read1", f.read)
+    return functools.partial(os.read, fd)
