@@ -120,14 +120,17 @@ class FailingOnce:
 def test_engine_exception_on_one_batch_reports_those_windows_and_the_rest_go_on() -> None:
     engine = FailingOnce(FakeEngine(), fail_at=3)
     audio = [s16(speech(7.0, i)) for i in range(2)]
+    # Batches of at most 2 of the 14 windows: at least 7 engine calls however the windows bunch
+    # up on a busy machine, so the third call (the injected fault) always happens.
+    options = replace(OPTS, max_batch=2)
 
     async def main() -> list:
-        async with running(engine=engine) as server:
+        async with running(engine=engine, options=options) as server:
             return await asyncio.gather(*(client(server, {**START, "stream": f"s{i}"}, audio[i], frame=1600)
                                           for i in range(2)))
 
     results = asyncio.run(main())
-    assert engine.failed >= 1
+    assert 1 <= engine.failed <= 2 and engine.calls >= 7
     errors = 0
     for events, close in results:
         assert close == 1000 and events[-1].type == "summary"
