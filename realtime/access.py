@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from websockets.datastructures import Headers
     from websockets.http11 import Request
 
-    from .options import DetectorOptions
+    from .options import ServerOptions
 
 __all__ = ["Denied", "InsecureBindError", "authorized", "check_bind", "check_handshake", "check_headers",
            "is_loopback"]
@@ -76,7 +76,7 @@ def _token_ok(expected: str, given: str | None) -> bool:
                                                      given.encode("utf-8", "surrogatepass"))
 
 
-def _origin_ok(options: DetectorOptions, headers: Headers) -> bool:
+def _origin_ok(options: ServerOptions, headers: Headers) -> bool:
     origin = headers.get("Origin")
     if origin is None:  # not a browser: origins only defend against cross-site pages
         return True
@@ -88,14 +88,14 @@ def _origin_ok(options: DetectorOptions, headers: Headers) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
-def check_bind(options: DetectorOptions) -> None:
+def check_bind(options: ServerOptions) -> None:
     """Raise :class:`InsecureBindError` for a listener beyond loopback without a token."""
     if options.token is None and not options.insecure and not is_loopback(options.host):
         raise InsecureBindError(f"host {options.host!r} is reachable beyond this machine and no token is set; "
                                 "set a token (REALTIME_DETECT_TOKEN or --token) or pass --insecure")
 
 
-def check_headers(options: DetectorOptions, headers: Headers) -> Denied | None:
+def check_headers(options: ServerOptions, headers: Headers) -> Denied | None:
     """Every request (pages and ``/healthz`` too): one ``Host``, ``Origin`` and ``Authorization``
     at most, and without a token, a ``Host`` that names this machine."""
     for name in ("Host", "Origin", "Authorization"):
@@ -111,7 +111,7 @@ def check_headers(options: DetectorOptions, headers: Headers) -> Denied | None:
     return None
 
 
-def check_handshake(options: DetectorOptions, request: Request) -> Denied | None:
+def check_handshake(options: ServerOptions, request: Request) -> Denied | None:
     """A WebSocket request: its ``Origin``; and its bearer or URL token, when it has one and the
     server has a token (a connection without one may still give it in its protocol)."""
     if not _origin_ok(options, request.headers):
@@ -132,7 +132,7 @@ def check_handshake(options: DetectorOptions, request: Request) -> Denied | None
     return None
 
 
-def authorized(options: DetectorOptions, request: Request | None, *given: str | None) -> bool:
+def authorized(options: ServerOptions, request: Request | None, *given: str | None) -> bool:
     """Whether a connection holds the token (if one is set): in its ``Authorization: Bearer``
     header, in the URL (with ``allow_url_token``), or in ``given`` (a protocol's own field)."""
     token = options.token

@@ -98,6 +98,10 @@ class AlertOptions:
         _check_real("gate_min_active", self.gate_min_active, 0.0, 1.0)
         _check_real("gate_frame_ms", self.gate_frame_ms, 1.0, 1000.0)
 
+    def threshold_for(self, model_threshold: float) -> float:
+        """The threshold verdicts use: the one given here, else the model's (its checkpoint's)."""
+        return self.threshold if self.threshold is not None else model_threshold
+
     def make_gate(self, sample_rate: int = 16000) -> EnergyGate | None:
         if self.gate == "off":
             return None
@@ -146,7 +150,7 @@ class AlertPolicy:
 
     def __init__(self, options: AlertOptions, threshold: float) -> None:
         self.options = options
-        self.threshold = options.threshold if options.threshold is not None else threshold
+        self.threshold = options.threshold_for(threshold)
         _check_real("threshold", self.threshold, 0.0, 1.0, open_lo=True)
         self._ema: float | None = None
         self._recent: deque[float] = deque(maxlen=options.smooth_n)

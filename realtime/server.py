@@ -37,7 +37,7 @@ from .connection import Connection
 from .endpoint import Endpoint
 from .errors import RealtimeError
 from .eventlog import EventLog
-from .options import DetectorOptions
+from .options import ServerOptions
 from .process_limits import AcceptErrors, pin_mmap_threshold
 from .protocol import CLOSE_BUSY, CLOSE_GOING_AWAY, STREAM_PATH, ProtocolError
 from .session import LiveDetector
@@ -67,26 +67,10 @@ class DetectorServer:
     ``await start()``, then ``shutdown()`` (what SIGTERM does) and ``await wait_closed()``.
     """
 
-    def __init__(self, detector: LiveDetector, options: DetectorOptions | None = None, *,
+    def __init__(self, detector: LiveDetector, options: ServerOptions | None = None, *,
                  web_root: Path = WEB_DIR, flush_s: float = 5.0, drain_s: float = 15.0) -> None:
         self.detector = detector
-        self.options = options if options is not None else detector.options
-        o = self.options
-        if o.max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {o.max_connections}")
-        for name in ("idle_timeout_s", "start_timeout_s"):
-            if not getattr(o, name) > 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {getattr(o, name)}")
-        if o.max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes must be >= 1024, got {o.max_message_bytes}")
-        for name in ("max_realtime_factor", "max_messages_per_s"):
-            if not 0 <= getattr(o, name) < float("inf"):
-                raise ValueError(f"{name} must be a finite number >= 0 (0: no limit), got {getattr(o, name)}")
-        if o.max_backlog_bytes < o.max_message_bytes:
-            raise ValueError(f"max_backlog_bytes must be >= max_message_bytes ({o.max_message_bytes}), "
-                             f"got {o.max_backlog_bytes}")
-        if not 0 < o.realtime_burst_s < float("inf"):
-            raise ValueError(f"realtime_burst_s must be > 0 seconds, got {o.realtime_burst_s}")
+        self.options = options if options is not None else detector.options.server  # validated there
         self.web_files = load_web_files(web_root)
         self.flush_s = flush_s
         self.drain_s = drain_s
@@ -247,7 +231,7 @@ class DetectorServer:
         await self.endpoints[ws.request.path.partition("?")[0]].serve(self, ws)
 
 
-async def run_server(detector: LiveDetector, options: DetectorOptions | None = None, *,
+async def run_server(detector: LiveDetector, options: ServerOptions | None = None, *,
                      on_ready: Callable[[DetectorServer], None] | None = None,
                      server_class: type[DetectorServer] = DetectorServer, **kwargs: Any) -> None:
     """Serve until SIGTERM/SIGINT, then drain (see :meth:`DetectorServer.wait_closed`).

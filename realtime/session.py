@@ -34,7 +34,7 @@ import numpy as np
 
 from .aggregate import RunningAggregate
 from .alerts import AlertClipWriter, AlertOptions, AlertPolicy
-from .batcher import BatcherOptions, MicroBatcher, Policy, ScoringEngine, WindowResult
+from .batcher import MicroBatcher, Policy, ScoringEngine, WindowResult
 from .console import ConsoleView
 from .errors import AudioFormatError, AudioInputError
 from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent, SummaryEvent
@@ -242,6 +242,16 @@ class StreamSession:
         self._emit(ev)
 
 
+def model_window(engine: ScoringEngine, hop_s: float | None = None) -> WindowOptions:
+    """The window geometry of ``engine``'s checkpoint (its rate, window and hop); ``hop_s``
+    overrides the hop. An engine without a checkpoint config (a test double) gets the defaults."""
+    config = getattr(engine, "config", None)
+    default = WindowOptions()
+    rate = config.sample_rate if config is not None else default.sample_rate
+    hop_s = hop_s if hop_s is not None else config.hop_s if config is not None else default.hop_s
+    return WindowOptions(sample_rate=rate, window_s=engine.window_samples / rate, hop_s=hop_s)
+
+
 class LiveDetector:
     """The process-wide part: one engine behind one :class:`MicroBatcher`, shared sinks
     (``--json``, console), the alert clip writer, and a factory of :class:`StreamSession`."""
@@ -253,15 +263,13 @@ class LiveDetector:
         o = self.options
         self.engine = engine
         self.model: str = getattr(engine, "model_id", "model")
-        self.threshold: float = o.threshold if o.threshold is not None else getattr(engine, "threshold", 0.5)
-        self.window = WindowOptions(window_s=engine.window_samples / 16000, hop_s=o.hop_s)
+        self.window = model_window(engine, o.windowing.hop_s)
         self.alerts = alerts if alerts is not None else o.alerts
-        RunningAggregate(o.aggregate)  # type: ignore[arg-type]  # refuse "median" before any stream
+        self.threshold: float = self.alerts.threshold_for(getattr(engine, "threshold", 0.5))
         self.sinks: list[Sink] = list(sinks)
-        self.batcher = MicroBatcher(engine, BatcherOptions(max_batch=o.max_batch, max_wait_ms=o.max_wait_ms,
-                                                           max_queue=o.max_queue, max_pending=o.max_pending,
-                                                           max_delay_ms=o.max_delay_ms, parallel=o.parallel))
-        self.clips = AlertClipWriter(o.save_alerts) if o.save_alerts is not None else None
+        self.batcher = MicroBatcher(engine, o.batching)
+        self.clips = AlertClipWriter(o.output.save_alerts, self.window.sample_rate) \
+            if o.output.save_alerts is not None else None
         self.on_window = on_window  # every stream's scored windows, in order, before their events
 
     def start(self) -> LiveDetector:
@@ -274,7 +282,7 @@ class LiveDetector:
         """A new session; its events go to ``sinks`` and then to the detector's shared sinks."""
         return StreamSession(stream, sample_rate, channels, batcher=self.batcher, model=self.model,
                              threshold=self.threshold, window=self.window, alerts=self.alerts,
-                             sinks=[*sinks, *self.sinks], aggregate=self.options.aggregate,
+                             sinks=[*sinks, *self.sinks], aggregate=self.options.windowing.aggregate,
                              policy=policy, clips=self.clips, on_window=self.on_window, connection=connection,
                              track=track)
 

@@ -32,7 +32,6 @@ from typing import Any
 
 from ..access import InsecureBindError, is_loopback
 from ..connection import connection_numbers
-from ..events import TRACKS
 from ..pacing import TokenBucket
 from ..protocol import CLOSE_POLICY, CLOSE_UNSUPPORTED, ProtocolError
 from ..server import DetectorServer
@@ -136,8 +135,6 @@ class AudioSocketServer(DetectorServer):
 
     async def start(self) -> None:
         o = self.options
-        if o.audiosocket_track not in TRACKS:
-            raise ValueError(f"audiosocket_track {o.audiosocket_track!r} not accepted; accepted: {', '.join(TRACKS)}")
         if not o.insecure and not is_loopback(o.host):
             raise InsecureBindError(f"host {o.host!r} is reachable beyond this machine and AudioSocket carries no "
                                     "credentials; keep it on loopback or a private network and pass --insecure")
