@@ -17,10 +17,10 @@ from realtime.access import (
     check_headers,
     is_loopback,
 )
-from realtime.options import DetectorOptions
+from realtime.options import ServerOptions
 
-OPEN = DetectorOptions()
-TOKEN = DetectorOptions(token="secret")
+OPEN = ServerOptions()
+TOKEN = ServerOptions(token="secret")
 
 
 def request(path: str = "/v1/stream", **headers: str | list[str]) -> Request:
@@ -42,10 +42,10 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 
 def test_bind_beyond_loopback_needs_a_token_or_insecure() -> None:
     check_bind(OPEN)
-    check_bind(DetectorOptions(host="0.0.0.0", token="t"))
-    check_bind(DetectorOptions(host="0.0.0.0", insecure=True))
+    check_bind(ServerOptions(host="0.0.0.0", token="t"))
+    check_bind(ServerOptions(host="0.0.0.0", insecure=True))
     with pytest.raises(InsecureBindError, match="no token is set"):
-        check_bind(DetectorOptions(host="0.0.0.0"))
+        check_bind(ServerOptions(host="0.0.0.0"))
 
 
 @pytest.mark.parametrize(("host", "ok"), [
@@ -59,7 +59,7 @@ def test_without_a_token_the_host_header_must_be_loopback(host: str, ok: bool) -
     if not ok:
         assert denied.status == http.HTTPStatus.FORBIDDEN and "not served without a token" in denied.why
     assert check_headers(TOKEN, request(Host=host).headers) is None
-    assert check_headers(DetectorOptions(insecure=True), request(Host=host).headers) is None
+    assert check_headers(ServerOptions(insecure=True), request(Host=host).headers) is None
 
 
 @pytest.mark.parametrize("name", ["Host", "Origin", "Authorization"])
@@ -77,7 +77,7 @@ def test_repeated_headers_are_a_bad_request(name: str) -> None:
 ])
 def test_origin(allowed: list[str], origin: str | None, ok: bool) -> None:
     headers = {"Host": "localhost:8765"} | ({"Origin": origin} if origin else {})
-    denied = check_handshake(DetectorOptions(allowed_origins=allowed), request(**headers))
+    denied = check_handshake(ServerOptions(allowed_origins=allowed), request(**headers))
     assert (denied is None) is ok, denied
     if not ok:
         assert denied.status == http.HTTPStatus.FORBIDDEN and "not allowed" in denied.why
@@ -96,7 +96,7 @@ def test_origin(allowed: list[str], origin: str | None, ok: bool) -> None:
 ])
 def test_token_before_the_handshake(path: str, authorization: str | None, allow_url_token: bool,
                                     status: http.HTTPStatus | None) -> None:
-    opts = DetectorOptions(token="secret", allow_url_token=allow_url_token)
+    opts = ServerOptions(token="secret", allow_url_token=allow_url_token)
     req = request(path, Host="localhost", **({"Authorization": authorization} if authorization else {}))
     denied = check_handshake(opts, req)
     assert (denied.status if denied else None) == status, denied
@@ -110,4 +110,4 @@ def test_authorized_by_header_url_or_the_protocols_own_field() -> None:
     assert authorized(TOKEN, None, None, "secret")
     assert authorized(TOKEN, request(Authorization="Bearer secret"))
     assert not authorized(TOKEN, request("/v1/stream?token=secret"))
-    assert authorized(DetectorOptions(token="secret", allow_url_token=True), request("/v1/stream?token=secret"))
+    assert authorized(ServerOptions(token="secret", allow_url_token=True), request("/v1/stream?token=secret"))

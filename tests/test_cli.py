@@ -270,7 +270,7 @@ def test_offline_and_paced_replay_give_the_same_file_verdict(monkeypatch: pytest
 
     def run(*args: str) -> tuple[list[ScoreEvent], SummaryEvent]:
         seen = Record()
-        monkeypatch.setattr(cli_module, "_file_observers", lambda files, options, stderr: [seen])
+        monkeypatch.setattr(cli_module, "plot_observers", lambda files, options, stderr: [seen])
         err = io.StringIO()
         assert main(["--input", str(wav), "--quiet", "--engine", "onnx", *args], stdout=io.StringIO(), stderr=err) == 0, \
             err.getvalue()

@@ -6,7 +6,6 @@ the window of the main test is saved there as dashboard.png (docs/dashboard.png 
 from __future__ import annotations
 
 import asyncio
-
 import io
 import json
 import os
@@ -27,12 +26,15 @@ from PySide6 import QtCore, QtWidgets  # noqa: E402
 
 from engines.features import log_features  # noqa: E402
 from engines.frontend_config import FrontEndConfig  # noqa: E402
-from realtime.cli import _run_files, main  # noqa: E402
+from realtime.alerts import AlertOptions  # noqa: E402
+from realtime.cli import main  # noqa: E402
 from realtime.dashboard import DashboardOptions  # noqa: E402
 from realtime.dashboard.app import DashboardSession  # noqa: E402
 from realtime.dashboard.window import NAMES, DashboardWindow  # noqa: E402
 from realtime.events import ScoreEvent, SummaryEvent  # noqa: E402
-from realtime.options import DetectorOptions  # noqa: E402
+from realtime.inputs import open_files  # noqa: E402
+from realtime.options import DetectorOptions, EngineOptions, InputOptions  # noqa: E402
+from realtime.run import run_inputs  # noqa: E402
 from realtime.timeline import level_dbfs  # noqa: E402
 from realtime.windowing import Window  # noqa: E402
 from tests.conftest import speech  # noqa: E402
@@ -84,9 +86,12 @@ class Recorder:
         return [e for e in self.events if isinstance(e, ScoreEvent) and e.stream == stream]
 
 
-def start_session(qtbot, files: list[Path], model: Path, rec: Recorder, **opts) -> DashboardSession:
-    options = DetectorOptions(model=str(model), engine="onnx", offline=True, **opts)
-    session = DashboardSession(lambda bridge: _run_files(files, options, rec, [rec, bridge]),
+def start_session(qtbot, files: list[Path], model: Path, rec: Recorder,
+                  threshold: float | None = None) -> DashboardSession:
+    options = DetectorOptions(engine=EngineOptions(str(model), "onnx"), input=InputOptions(offline=True),
+                              alerts=AlertOptions(threshold=threshold))
+    inputs = open_files([str(f) for f in files], options)
+    session = DashboardSession(lambda bridge: run_inputs(inputs, options, rec, [rec, bridge]),
                                DashboardOptions(refresh_ms=20))
     qtbot.addWidget(session.window)
     session.start()

@@ -14,10 +14,19 @@ import soundfile as sf
 pytest.importorskip("matplotlib", reason="plot extra not installed (matplotlib)")
 
 from engines import MissingExtraError  # noqa: E402
-from realtime.cli import _run_files, main  # noqa: E402
+from realtime.cli import main  # noqa: E402
 from realtime.events import ScoreEvent, SummaryEvent  # noqa: E402
-from realtime.options import DetectorOptions  # noqa: E402
-from realtime.plot import DPI, FIGSIZE, plot_targets, require_matplotlib, timeline_figure, waveform_envelope  # noqa: E402
+from realtime.inputs import open_files  # noqa: E402
+from realtime.options import DetectorOptions, EngineOptions, InputOptions  # noqa: E402
+from realtime.plot import (  # noqa: E402
+    DPI,
+    FIGSIZE,
+    plot_targets,
+    require_matplotlib,
+    timeline_figure,
+    waveform_envelope,
+)
+from realtime.run import run_inputs  # noqa: E402
 from tests.conftest import speech  # noqa: E402
 
 
@@ -59,7 +68,7 @@ def test_figure_draws_the_events(checkpoints: dict[str, Path], clips: list[Path]
     import asyncio
 
     class Collect(list):
-        """The CLI's Output as far as _run_files uses it: events, the model line, a stdout never closed."""
+        """The CLI's Output as far as run_inputs uses it: events, the model line, a stdout never closed."""
 
         stdout_closed = asyncio.Event()
 
@@ -70,8 +79,9 @@ def test_figure_draws_the_events(checkpoints: dict[str, Path], clips: list[Path]
             pass
 
     events = Collect()
-    options = DetectorOptions(model=str(checkpoints["specrnet"]), engine="onnx", offline=True)
-    assert asyncio.run(_run_files([clips[0]], options, events)) == 0
+    options = DetectorOptions(engine=EngineOptions(str(checkpoints["specrnet"]), "onnx"),
+                              input=InputOptions(offline=True))
+    assert asyncio.run(run_inputs(open_files([str(clips[0])], options), options, events)) == 0
     scores = [e for e in events if isinstance(e, ScoreEvent)]
     summary = events[-1]
     assert isinstance(summary, SummaryEvent) and len(scores) == 13

@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from realtime.batcher import BatcherOptions
 from realtime.events import parse_event
-from realtime.options import DetectorOptions
+from realtime.options import DetectorOptions, ServerOptions
 from realtime.protocol import MAX_TEXT_BYTES
 from realtime.server import DetectorServer
 from realtime.session import LiveDetector
@@ -41,9 +42,9 @@ from tests.good_client import GoodClient
 from tests.test_session import FakeEngine
 
 MAX_MESSAGE = 64 * 1024
-OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0, start_timeout_s=5.0,
-                       max_message_bytes=MAX_MESSAGE, max_messages_per_s=100.0,
-                       max_delay_ms=600_000)  # the good client counts its windows: none shed for lateness
+OPTS = ServerOptions(port=0, idle_timeout_s=5.0, start_timeout_s=5.0, max_message_bytes=MAX_MESSAGE,
+                     max_messages_per_s=100.0)
+DET = DetectorOptions(batching=BatcherOptions(max_wait_ms=1.0, max_delay_ms=600_000))  # the good client counts its windows: none shed for lateness
 # Bounded and reproducible: derandomize, so that a failure shows up on every run, not by luck.
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -95,7 +96,7 @@ def capturing_logs() -> Iterator[Capture]:
 class ServerThread:
     """A DetectorServer on its own event loop in a daemon thread."""
 
-    def __init__(self, options: DetectorOptions) -> None:
+    def __init__(self, options: ServerOptions) -> None:
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.options = options
@@ -108,7 +109,7 @@ class ServerThread:
         asyncio.set_event_loop(self.loop)
 
         async def main() -> None:
-            det = LiveDetector(FakeEngine(), self.options).start()
+            det = LiveDetector(FakeEngine(), DET).start()
             self.server = DetectorServer(det, self.options, flush_s=1.0, drain_s=2.0)
             await self.server.start()
             self.ready.set()

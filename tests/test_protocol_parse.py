@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from realtime.access import authorized
-from realtime.options import DetectorOptions
+from realtime.options import ServerOptions
 from realtime.protocol import (
     MAX_TEXT_BYTES,
     ProtocolError,
@@ -100,7 +100,7 @@ def test_a_text_of_max_size_is_parsed_not_refused_for_size() -> None:
 def test_a_lone_surrogate_token_is_a_wrong_token_not_a_crash() -> None:
     s = parse_start(start(',"token":"\\ud800"'))
     assert s.token == "\ud800"
-    opts = DetectorOptions(token="secret")
+    opts = ServerOptions(token="secret")
     assert not authorized(opts, None, s.token)
     assert not authorized(replace(opts, token="\udc00"), None, s.token)
     assert authorized(replace(opts, token="\ud800"), None, s.token)

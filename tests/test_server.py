@@ -19,9 +19,10 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from realtime.batcher import BatcherOptions
 from realtime.connection import LINGER_S
 from realtime.events import parse_event
-from realtime.options import DetectorOptions
+from realtime.options import DetectorOptions, ServerOptions, WindowingOptions
 from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from tests.conftest import speech
@@ -29,12 +30,14 @@ from tests.test_session import FakeEngine
 
 # No shedding for lateness: a busy machine is slow, and these tests count every window
 # (shedding has its own tests, in test_batcher.py).
-OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0, max_delay_ms=600_000)
+DET = DetectorOptions(batching=BatcherOptions(max_wait_ms=1.0, max_delay_ms=600_000))
+OPTS = ServerOptions(port=0, idle_timeout_s=5.0)
 
 
 @contextlib.asynccontextmanager
-async def running(engine=None, options: DetectorOptions = OPTS, **kwargs) -> AsyncIterator[DetectorServer]:
-    det = LiveDetector(engine or FakeEngine(), options).start()
+async def running(engine=None, options: ServerOptions = OPTS, detector: DetectorOptions = DET,
+                  **kwargs) -> AsyncIterator[DetectorServer]:
+    det = LiveDetector(engine or FakeEngine(), detector).start()
     server = DetectorServer(det, options, **kwargs)
     await server.start()
     try:
@@ -276,12 +279,13 @@ def test_origins(caplog) -> None:
 
 def test_slow_reader_does_not_block_another_client() -> None:
     """Client A never reads; the server drops A's oldest score events, B is unaffected."""
-    opts = replace(OPTS, send_queue=8, hop_s=0.0625, max_pending=64)
+    opts = replace(OPTS, send_queue=8)
+    det = replace(DET, windowing=WindowingOptions(hop_s=0.0625), batching=replace(DET.batching, max_pending=64))
     start = {"type": "start", "sample_rate": 16000, "format": "s16le"}
     long_audio = s16(np.resize(speech(10.0, 0), 16000 * 40))
 
     async def main() -> None:
-        async with running(options=opts, flush_s=0.5) as server:
+        async with running(options=opts, detector=det, flush_s=0.5) as server:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", server.port))
@@ -458,7 +462,7 @@ def test_server_refuses_a_public_address_without_token() -> None:
 
     async def main() -> None:
         for host in ("0.0.0.0", "::", "", "detector.example"):
-            det = LiveDetector(FakeEngine(), OPTS)
+            det = LiveDetector(FakeEngine(), DET)
             with pytest.raises(InsecureBindError, match="no token is set"):
                 await DetectorServer(det, replace(OPTS, host=host)).start()
         for opts in (replace(OPTS, host="0.0.0.0", insecure=True), replace(OPTS, host="0.0.0.0", token="t")):

@@ -12,12 +12,18 @@ import pytest
 import soundfile as sf
 
 from realtime.alerts import AlertOptions
+from realtime.batcher import BatcherOptions
 from realtime.errors import EmptyStreamError, NonFiniteAudioError
 from realtime.events import ErrorEvent, ScoreEvent, SummaryEvent, parse_event
-from realtime.options import DetectorOptions
+from realtime.options import DetectorOptions, OutputOptions, WindowingOptions
 from realtime.session import ConsoleSink, JsonLinesSink, LiveDetector
 from realtime.sources import FileSource
 from tests.conftest import speech
+
+
+def no_wait(**batching) -> DetectorOptions:
+    """Options whose batcher never waits for company: each window is scored as it comes."""
+    return DetectorOptions(batching=BatcherOptions(max_wait_ms=0, **batching))
 
 
 class FakeEngine:
@@ -55,7 +61,7 @@ def stream(x: np.ndarray, engine: FakeEngine, options: DetectorOptions | None = 
     events: list = []
 
     async def main() -> None:
-        det = LiveDetector(engine, options or DetectorOptions(max_wait_ms=0), sinks=[events.append]).start()
+        det = LiveDetector(engine, options or no_wait(), sinks=[events.append]).start()
         s = det.open_stream("t", rate, channels, policy="block")  # faster than real time: wait, never shed
         for c in chunks(x):
             await s.push(c)
@@ -116,7 +122,8 @@ def test_silence_is_no_speech_and_costs_no_inference() -> None:
 
 def test_alert_turns_on_after_k_of_n_and_clips_are_saved(tmp_path) -> None:
     eng = FakeEngine(0.95)
-    opts = DetectorOptions(max_wait_ms=0, save_alerts=tmp_path, alerts=AlertOptions(n=5, k_on=3))
+    opts = DetectorOptions(batching=BatcherOptions(max_wait_ms=0), output=OutputOptions(save_alerts=tmp_path),
+                           alerts=AlertOptions(n=5, k_on=3))
     events = stream(speech(6.0, 0), eng, opts)
     alerts = [e.alert for e in events if isinstance(e, ScoreEvent)]
     assert alerts == [False, False, True, True, True]
@@ -143,7 +150,7 @@ def test_shed_windows_are_reported_in_the_next_event_and_the_summary() -> None:
     events: list = []
 
     async def main() -> None:
-        det = LiveDetector(eng, DetectorOptions(max_wait_ms=0, max_pending=2), sinks=[events.append]).start()
+        det = LiveDetector(eng, no_wait(max_pending=2), sinks=[events.append]).start()
         s = det.open_stream("t", 16000)
         x = speech(8.0, 0)
         await s.push(x[:64000, None])  # window 0 goes to the engine, which is held
@@ -168,7 +175,7 @@ def test_engine_error_becomes_an_error_event_and_the_stream_goes_on() -> None:
     events: list = []
 
     async def main() -> None:
-        det = LiveDetector(eng, DetectorOptions(max_wait_ms=0), sinks=[events.append]).start()
+        det = LiveDetector(eng, no_wait(), sinks=[events.append]).start()
         s = det.open_stream("t", 16000)
         x = speech(5.0, 0)
         await s.push(x[:64000, None])
@@ -189,7 +196,7 @@ def test_sinks_write_json_lines_and_console_lines() -> None:
     from realtime.console import ConsoleView
 
     async def main() -> None:
-        det = LiveDetector(FakeEngine(), DetectorOptions(max_wait_ms=0),
+        det = LiveDetector(FakeEngine(), no_wait(),
                            sinks=[JsonLinesSink(out), ConsoleSink(ConsoleView(con, color=False))]).start()
         s = det.open_stream("t", 16000, policy="block")
         await s.push(speech(4.5, 0)[:, None])
@@ -210,7 +217,7 @@ def test_offline_file_with_block_policy_sheds_nothing(tmp_path) -> None:
     events: list = []
 
     async def main() -> None:
-        det = LiveDetector(eng, DetectorOptions(max_wait_ms=0, max_pending=1), sinks=[events.append]).start()
+        det = LiveDetector(eng, no_wait(max_pending=1), sinks=[events.append]).start()
         src = FileSource(path, realtime=False)
         s = det.open_stream(src.stream_id, src.sample_rate, src.channels, policy="block")
         await s.run(src)
@@ -237,5 +244,5 @@ def test_errors_from_the_input() -> None:
 
 
 def test_median_aggregate_is_refused_for_live_streams() -> None:
-    with pytest.raises(ValueError, match="median"):
-        LiveDetector(FakeEngine(), DetectorOptions(aggregate="median"))
+    with pytest.raises(ValueError, match="aggregate 'median' not accepted; accepted: mean_logit, mean_prob, max"):
+        DetectorOptions(windowing=WindowingOptions(aggregate="median"))

@@ -114,6 +114,7 @@ def test_truncated_last_frame_is_dropped_and_counted() -> None:
 
 
 def test_stdin_source_through_a_session_gives_events() -> None:
+    from realtime.batcher import BatcherOptions
     from realtime.events import ScoreEvent, SummaryEvent
     from realtime.options import DetectorOptions
     from realtime.session import LiveDetector
@@ -123,7 +124,7 @@ def test_stdin_source_through_a_session_gives_events() -> None:
     events: list = []
 
     async def main() -> None:
-        det = LiveDetector(FakeEngine(0.3), DetectorOptions(max_wait_ms=0), sinks=[events.append]).start()
+        det = LiveDetector(FakeEngine(0.3), DetectorOptions(batching=BatcherOptions(max_wait_ms=0)), sinks=[events.append]).start()
         src = StdinSource("s16le", 8000, file=io.BufferedReader(io.BytesIO(data)))
         s = det.open_stream(src.stream_id, src.sample_rate, src.channels, policy="block")
         await s.run(src)

@@ -23,17 +23,30 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from realtime.batcher import BatcherOptions
 from realtime.events import ScoreEvent, parse_event
-from realtime.options import DetectorOptions
+from realtime.options import DetectorOptions, ServerOptions
 from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from realtime.telephony.audiosocket import AudioSocketServer
-from realtime.telephony.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR, alaw_to_s16, ulaw_to_s16
+from realtime.telephony.g711 import (
+    ALAW_TO_LINEAR,
+    ULAW_TO_LINEAR,
+    alaw_to_s16,
+    ulaw_to_s16,
+)
 from tests.conftest import speech
-from tests.telephony_clients import AudioHookClient, audiosocket_call, audiosocket_frame, s16_to_ulaw, to_int16, \
-    twilio_messages
+from tests.telephony_clients import (
+    AudioHookClient,
+    audiosocket_call,
+    audiosocket_frame,
+    s16_to_ulaw,
+    to_int16,
+    twilio_messages,
+)
 
-OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=5.0, start_timeout_s=5.0, max_delay_ms=600_000)
+DET = DetectorOptions(batching=BatcherOptions(max_wait_ms=1.0, max_delay_ms=600_000))
+OPTS = ServerOptions(port=0, idle_timeout_s=5.0, start_timeout_s=5.0)
 T = 30.0  # bound of every wait on a client or a server (generous: the machine is shared)
 
 ULAW_REFERENCE = [
@@ -86,11 +99,11 @@ class CrcEngine:
 
 
 @contextlib.asynccontextmanager
-async def serving(engine=None, options: DetectorOptions = OPTS,
+async def serving(engine=None, options: ServerOptions = OPTS,
                   server_class: type[DetectorServer] = DetectorServer) -> AsyncIterator[tuple[DetectorServer, list]]:
     """A server whose every event (all streams) lands in the yielded list, unrounded."""
     events: list = []
-    det = LiveDetector(engine or CrcEngine(), options, sinks=[events.append]).start()
+    det = LiveDetector(engine or CrcEngine(), DET, sinks=[events.append]).start()
     server = server_class(det, options, flush_s=2.0, drain_s=10.0)
     await server.start()
     try:
@@ -485,7 +498,7 @@ def test_audiosocket_listener_beyond_loopback_needs_insecure() -> None:
     from realtime.access import InsecureBindError
 
     async def main() -> None:
-        det = LiveDetector(CrcEngine(), OPTS)
+        det = LiveDetector(CrcEngine(), DET)
         with pytest.raises(InsecureBindError, match="carries no credentials"):
             await AudioSocketServer(det, replace(OPTS, host="0.0.0.0")).start()
 

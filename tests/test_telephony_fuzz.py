@@ -26,21 +26,23 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from realtime.batcher import BatcherOptions
 from realtime.events import parse_event
-from realtime.options import DetectorOptions
+from realtime.options import DetectorOptions, ServerOptions
 from realtime.protocol import ProtocolError
 from realtime.server import DetectorServer
 from realtime.session import LiveDetector
 from realtime.telephony import audiohook, twilio
 from realtime.telephony.audiosocket import AudioSocketServer
 from tests.good_client import GoodClient
+from tests.telephony_clients import AudioHookClient, audiosocket_frame, twilio_messages
 from tests.test_protocol_fuzz import capturing_logs, json_values
 from tests.test_session import FakeEngine
 from tests.test_telephony import call_audio
-from tests.telephony_clients import AudioHookClient, audiosocket_frame, twilio_messages
 
-OPTS = DetectorOptions(port=0, max_wait_ms=1.0, idle_timeout_s=3.0, start_timeout_s=3.0, max_message_bytes=64 * 1024,
-                       max_messages_per_s=2000.0, max_delay_ms=600_000)
+OPTS = ServerOptions(port=0, idle_timeout_s=3.0, start_timeout_s=3.0, max_message_bytes=64 * 1024,
+                     max_messages_per_s=2000.0)
+DET = DetectorOptions(batching=BatcherOptions(max_wait_ms=1.0, max_delay_ms=600_000))
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 PARSERS = settings(max_examples=150, deadline=None, derandomize=True)
@@ -114,7 +116,7 @@ class Servers:
 
         async def main() -> None:
             for cls in (DetectorServer, AudioSocketServer):
-                det = LiveDetector(FakeEngine(), OPTS).start()
+                det = LiveDetector(FakeEngine(), DET).start()
                 server = cls(det, OPTS, flush_s=1.0, drain_s=2.0)
                 await server.start()
                 self.servers.append(server)

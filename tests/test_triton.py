@@ -225,6 +225,7 @@ def test_cli_names_an_unreachable_tier_in_one_line() -> None:
 def test_a_dead_tier_is_an_engine_error_per_window_and_the_detector_lives(python_repo: Path) -> None:
     """SIGKILL the server mid-stream: the windows after it are engine_error events, the stream
     still ends with its summary over the windows scored before."""
+    from realtime.batcher import BatcherOptions
     from realtime.options import DetectorOptions
     from realtime.session import LiveDetector
 
@@ -242,7 +243,7 @@ def test_a_dead_tier_is_an_engine_error_per_window_and_the_detector_lives(python
                 await asyncio.sleep(0.05)
 
         async def run():
-            det = LiveDetector(engine, DetectorOptions(max_wait_ms=1.0)).start()
+            det = LiveDetector(engine, DetectorOptions(batching=BatcherOptions(max_wait_ms=1.0))).start()
             stream = det.open_stream("call-1", 16000, policy="block", sinks=[events.append])
             await stream.push(audio[: 6 * 16000])  # windows at 0, 0.5, 1, 1.5, 2 s
             await wait_for(5, "score")

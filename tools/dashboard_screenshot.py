@@ -32,16 +32,23 @@ def main() -> int:
     check_available()
     from PySide6 import QtWidgets
 
-    from realtime.cli import DEMO_CLIP, Output, _run_files
     from realtime.dashboard.app import DashboardSession
-    from realtime.options import DetectorOptions
-    from realtime.sources.file import expand_inputs
+    from realtime.inputs import open_files
+    from realtime.options import (
+        DetectorOptions,
+        EngineOptions,
+        InputOptions,
+        OutputOptions,
+    )
+    from realtime.output import Output
+    from realtime.run import run_inputs
 
-    files = expand_inputs([DEMO_CLIP if x == "demo" else Path(x) for x in args.input])
-    options = DetectorOptions(model=args.model, offline=True, quiet=True)
-    output = Output(options, sys.stdout, sys.stderr, show_stream=False)  # quiet: errors only, on stderr
+    options = DetectorOptions(engine=EngineOptions(args.model), input=InputOptions(offline=True),
+                              output=OutputOptions(quiet=True))
+    inputs = open_files(args.input, options)
+    output = Output(options.output, sys.stdout, sys.stderr, show_stream=False)  # quiet: errors only, on stderr
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    session = DashboardSession(lambda bridge: _run_files(files, options, output, [bridge]),
+    session = DashboardSession(lambda bridge: run_inputs(inputs, options, output, [bridge]),
                                DashboardOptions(title="realtime-detect"))
     session.start()
     deadline = time.monotonic() + args.timeout
