@@ -89,3 +89,31 @@ def test_register_refuses_taken_names_and_bad_targets() -> None:
 def test_threads_refused_by_a_backend_that_ignores_them(checkpoints: dict[str, Path]) -> None:
     with pytest.raises(EngineError, match="--threads is for the CPU engines"):
         engines.load(checkpoints["specrnet"], "cuda", threads=4)
+
+
+@pytest.fixture
+def bonafide_source() -> Iterator[str]:
+    """A source added from outside realtime/: ``--input bonafide:N``, the N-th shared speech file."""
+    from realtime import inputs
+    from realtime.sources.file import FileSource
+
+    def open_bonafide(words, options) -> inputs.Inputs:
+        path = speech_files(int(words[0]) + 1)[-1] if words else speech_files(1)[0]
+        return inputs.Inputs([(f"bonafide:{path.stem}", lambda: FileSource(path, realtime=False))], "block",
+                             path.name, files=True)
+
+    inputs.register("bonafide", open_bonafide)
+    yield "bonafide"
+    del inputs.SOURCES["bonafide"]
+
+
+def test_registered_source_runs_from_the_cli(bonafide_source: str, checkpoints: dict[str, Path]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--input", f"{bonafide_source}:1", "--json", "--engine", "onnx",
+                 "--model", str(checkpoints["specrnet"])], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    scores = [e for e in events if e["type"] == "score"]
+    assert scores and all(e["stream"].startswith("bonafide:") for e in events)
+    assert events[-1]["type"] == "summary" and events[-1]["windows"] == len(scores)
+    assert events[-1]["label"] in ("bonafide", "spoof")
