@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from realtime.cli_args import as_flags, build_parser, options_from_args
 from realtime.console import printable
-from realtime.inputs import Inputs, Listener, resolve
+from realtime.inputs import Inputs, Listener, named_inputs, resolve
 from realtime.options import DetectorOptions
 from realtime.output import Output, plot_observers, silence
 from realtime.run import (
@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     try:
         try:
             options = options_from_args(args)
+            if options.output.plot is not None and named_inputs(args.input):
+                # Before the input is opened: a microphone or a port is not touched for a usage error.
+                ap.error(f"--plot: only for files, not --input {args.input[0]}")
             run = resolve(args.input, options)
         except ValueError as e:
             ap.error(as_flags(ap, str(e)))
-        if options.output.plot is not None and not (isinstance(run, Inputs) and run.files):
-            ap.error(f"--plot: only for files, not --input {args.input[0]}")
         records = _open_records(options)
         _check_extras(options)
         return _run(run, options, stdout, stderr, records)

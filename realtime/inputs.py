@@ -120,9 +120,14 @@ def register(name: str, opener: Opener) -> None:
     SOURCES[name] = opener
 
 
+def named_inputs(words: Sequence[str]) -> list[str]:
+    """The words of ``--input`` that name a registered source rather than files."""
+    return [w for w in words if w.partition(":")[0] in SOURCES]
+
+
 def resolve(words: Sequence[str], options: DetectorOptions) -> Inputs | Listener:
     """What ``--input WORDS`` runs; ValueError for a usage error."""
-    named = [w for w in words if w.partition(":")[0] in SOURCES]
+    named = named_inputs(words)
     if not named:
         return open_files(words, options)
     if len(words) > 1:

@@ -140,14 +140,14 @@ def test_two_clients_with_one_stream_id_keep_every_alert_clip(tmp_path) -> None:
     import asyncio
     from dataclasses import replace
 
-    from tests.test_server import OPTS, client, running, s16
+    from tests.test_server import DET, client, running, s16
     from tests.test_session import FakeEngine
 
-    opts = replace(OPTS, save_alerts=tmp_path)
+    detector = replace(DET, output=replace(DET.output, save_alerts=tmp_path))
     start = {"type": "start", "sample_rate": 16000, "format": "s16le", "stream": "call.7"}
 
     async def main() -> list:
-        async with running(FakeEngine(prob=0.95), options=opts) as server:
+        async with running(FakeEngine(prob=0.95), detector=detector) as server:
             return await asyncio.gather(client(server, start, s16(speech(10.0, 0))),
                                         client(server, start, s16(speech(10.0, 1))))
 

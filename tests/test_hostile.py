@@ -21,7 +21,7 @@ from realtime.events import parse_event
 from tests.conftest import speech
 from tests.raw_websocket import client_frame, open_raw
 from tests.server_process import ServerProcess
-from tests.test_server import OPTS, client, running, s16, url
+from tests.test_server import DET, OPTS, client, running, s16, url
 
 START = {"type": "start", "sample_rate": 16000, "format": "s16le"}
 
@@ -65,7 +65,8 @@ def test_one_large_message_sheds_no_window(checkpoints) -> None:
 
     async def main() -> None:
         # No shedding for lateness (a busy machine is slow): only --max-pending is put to the test.
-        async with running(engine, options=replace(OPTS, max_pending=8, max_delay_ms=600_000)) as server:
+        batching = replace(DET.batching, max_pending=8, max_delay_ms=600_000)
+        async with running(engine, detector=replace(DET, batching=batching)) as server:
             events, close = await client(server, {**START, "sample_rate": 48000}, message, frame=len(message))
         assert close == 1000
         scores = [e for e in events if e.type == "score"]

@@ -28,7 +28,7 @@ from realtime.session import JsonLinesSink, LiveDetector  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from tests.raw_websocket import client_frame, open_raw  # noqa: E402
 from tests.server_process import ServerProcess, connect_when_listening  # noqa: E402
-from tests.test_server import OPTS, client, running, s16, url  # noqa: E402
+from tests.test_server import DET, OPTS, client, running, s16, url  # noqa: E402
 from tests.test_session import FakeEngine  # noqa: E402
 
 START = {"type": "start", "sample_rate": 16000, "format": "s16le"}
@@ -122,10 +122,10 @@ def test_engine_exception_on_one_batch_reports_those_windows_and_the_rest_go_on(
     audio = [s16(speech(7.0, i)) for i in range(2)]
     # Batches of at most 2 of the 14 windows: at least 7 engine calls however the windows bunch
     # up on a busy machine, so the third call (the injected fault) always happens.
-    options = replace(OPTS, max_batch=2)
+    detector = replace(DET, batching=replace(DET.batching, max_batch=2))
 
     async def main() -> list:
-        async with running(engine=engine, options=options) as server:
+        async with running(engine=engine, detector=detector) as server:
             return await asyncio.gather(*(client(server, {**START, "stream": f"s{i}"}, audio[i], frame=1600)
                                           for i in range(2)))
 

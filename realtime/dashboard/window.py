@@ -294,7 +294,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
             self.latency_label.setText(f"latency {last.latency_ms:.1f} ms (p95 {p95:.1f} ms)")
         w = self.latest_windows.get(tl.stream)
         if w is not None:
-            hop = round(self.model.hop_s * 16000) if self.model else len(w.samples)
+            hop = round(self.model.hop_s * self.model.frontend.sample_rate) if self.model else len(w.samples)
             # The newest hop of audio: what arrived since the previous window.
             self._set_level(level_dbfs(w.samples[-hop:]))
 
@@ -336,7 +336,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         if not isinstance(key, tuple) or key[0] != self.selected:
             return  # computed for a stream no longer selected
         self.spectrogram, self.spectrogram_key = feats, key
-        window_s = len(w.samples) / 16000 if w is not None else 4.0
+        window_s = len(w.samples) / self.model.frontend.sample_rate if w is not None else 4.0
         self.image.setImage(feats, autoLevels=False, levels=_levels(feats))
         self.image.setRect(QtCore.QRectF(0.0, 0.0, window_s, feats.shape[0]))
         self.spec_plot.setXRange(0.0, window_s, padding=0)
