@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from realtime.cli import _validate, build_parser
+from realtime.cli_args import build_parser, options_from_args
+from realtime.inputs import Listener, resolve
 from tests.services import DEPLOY_HAPROXY
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with kubernetes-validate (the test extra)")
@@ -40,8 +41,9 @@ def check_detector_args(args: list[str]) -> None:
     ap = build_parser()
     ns = ap.parse_args(args)
     ns.token = "from-the-environment"
-    _validate(ns, ap)
-    assert ns.input == ["ws"] and ns.port == 8765
+    options = options_from_args(ns)  # every option validated, as main does (ValueError otherwise)
+    assert isinstance(resolve(ns.input, options), Listener)  # and the bind rules of --input ws
+    assert ns.input == ["ws"] and options.server.port == 8765
 
 
 def test_haproxy_config_is_valid() -> None:

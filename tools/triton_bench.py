@@ -54,7 +54,7 @@ def group_cpu_s(pgid: int) -> float:
 def real_windows(n: int) -> np.ndarray:
     import soundfile as sf
 
-    from realtime.cli import DEMO_CLIP
+    from realtime.inputs import DEMO_CLIP
 
     audio, sr = sf.read(DEMO_CLIP, dtype="float32")
     audio = np.resize(audio, 64000 + 8000 * n)
