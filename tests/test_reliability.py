@@ -48,15 +48,16 @@ def test_audio_faster_than_the_realtime_factor_is_throttled_not_refused() -> Non
     audio = s16(np.resize(speech(10.0, 0), 160000))
 
     async def main() -> None:
-        opts = replace(OPTS, max_realtime_factor=8.0, realtime_burst_s=1.0, max_pending=64)
-        async with running(options=opts) as server:
+        opts = replace(OPTS, max_realtime_factor=8.0, realtime_burst_s=1.0)
+        detector = replace(DET, batching=replace(DET.batching, max_pending=64))
+        async with running(options=opts, detector=detector) as server:
             t0 = time.monotonic()
             ev, close = await client(server, START, audio, frame=3200)
             took = time.monotonic() - t0
             assert close == 1000 and ev[-1].type == "summary"
             assert ev[-1].windows == 13 and ev[-1].shed == 0 and ev[-1].duration_s == 10.0
             assert took >= 9 / 8
-        async with running(options=replace(opts, max_realtime_factor=0.0)) as server:  # 0: no limit
+        async with running(options=replace(opts, max_realtime_factor=0.0), detector=detector) as server:  # no limit
             ev, close = await client(server, START, audio, frame=3200)
             assert close == 1000 and ev[-1].windows == 13 and ev[-1].shed == 0
 
@@ -75,7 +76,7 @@ def test_client_vanishing_mid_stream_still_gets_its_summary_recorded(tmp_path: P
 
     async def main() -> None:
         event_log = open_event_log(log_path)
-        det = LiveDetector(FakeEngine(), OPTS, sinks=[JsonLinesSink(json_out), event_log]).start()
+        det = LiveDetector(FakeEngine(), DET, sinks=[JsonLinesSink(json_out), event_log]).start()
         server = DetectorServer(det, OPTS)
         await server.start()
         try:
@@ -268,7 +269,7 @@ def test_a_source_failing_mid_stream_keeps_what_it_gave(tmp_path: Path) -> None:
 
     async def main() -> None:
         with open_event_log(log_path) as event_log:
-            det = LiveDetector(FakeEngine(), OPTS, sinks=[events.append, event_log]).start()
+            det = LiveDetector(FakeEngine(), DET, sinks=[events.append, event_log]).start()
             session = det.open_stream("mic", 16000)
             with pytest.raises(AudioInputError, match="stopped delivering audio"):
                 await session.run(VanishingMic(6.0))

@@ -23,7 +23,7 @@ from realtime.events import ScoreEvent, SummaryEvent, parse_event
 from realtime.session import LiveDetector
 from realtime.webhook import SIGNATURE_HEADER, WebhookOptions, WebhookSink
 from tests.test_session import FakeEngine
-from tests.test_telephony import OPTS, T, call_audio, twilio_call
+from tests.test_telephony import DET, OPTS, T, call_audio, twilio_call
 from tests.telephony_clients import twilio_messages
 
 SECRET = "hook-secret"
@@ -189,7 +189,7 @@ def test_a_twilio_calls_alert_reaches_the_hook_and_healthz_counts_it() -> None:
     async def main_() -> None:
         with Receiver() as rx:
             hook = WebhookSink(WebhookOptions(rx.url, SECRET, summaries=True, backoff_s=0.01))
-            det = LiveDetector(FakeEngine(prob=0.9), OPTS, sinks=[hook]).start()
+            det = LiveDetector(FakeEngine(prob=0.9), DET, sinks=[hook]).start()
             server = DetectorServer(det, OPTS, flush_s=2.0, drain_s=10.0)
             await server.start()
             try:
