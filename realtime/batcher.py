@@ -10,9 +10,10 @@
 Batch size is decided here alone: a batch holds at most ``max_batch`` windows and never more
 than the engine's ``preferred_batch`` per engine call (``preferred_batch * parallel`` in all), so
 ``--max-batch 64`` on an ONNX CPU engine (fastest at runs of 4) builds batches of 4, not a 16-MB
-batch for the engine to cut up. Each window is copied once, into this worker's preallocated batch
-buffer, and scored through the engine's trusted entry point (``batch_logits``: no full-batch
-finiteness pass; windowing rejects non-finite audio at input).
+batch for the engine to cut up. A window's samples (a pooled array, see realtime.window_pool) are
+copied into this worker's one preallocated batch buffer and scored through the engine's trusted
+entry point (``batch_logits``: no copy, no full-batch finiteness pass; windowing rejects
+non-finite audio at input, and a non-finite logit is still caught here).
 
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
 loop keeps receiving audio while a batch runs. Parallelism comes from the engine's own
