@@ -97,25 +97,30 @@ def test_interleaved_streams_come_back_in_order_with_their_scores() -> None:
     asyncio.run(main())
 
 
+async def backlog_behind_first(eng: FakeEngine, options: BatcherOptions, n: int) -> tuple[MicroBatcher, Collector]:
+    """Window 0 holds the engine while windows 1..n queue behind it; returns once all n+1 are back."""
+    eng.gate.clear()
+    b = MicroBatcher(eng, options).start()
+    c = Collector()
+    st = b.open_stream("s", c)
+    st.submit(win("s", 0))
+    await asyncio.get_running_loop().run_in_executor(None, eng.entered.wait, 5)
+    for seq in range(1, n + 1):
+        st.submit(win("s", seq))
+    eng.gate.set()
+    await until(lambda: len(c.results) == n + 1)
+    return b, c
+
+
 def test_windows_queued_during_a_batch_form_the_next_batch() -> None:
     async def main() -> None:
         eng = FakeEngine()
-        eng.gate.clear()
-        b = MicroBatcher(eng, BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64)).start()
-        c = Collector()
-        st = b.open_stream("s", c)
-        st.submit(win("s", 0))
-        await asyncio.get_running_loop().run_in_executor(None, eng.entered.wait, 5)
-        for seq in range(1, 11):
-            st.submit(win("s", seq))
-        eng.gate.set()
-        await until(lambda: len(c.results) == 11)
+        b, c = await backlog_behind_first(eng, BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64), 10)
         assert eng.batches == [1, 10]
         assert c.seqs == list(range(11))
         await b.aclose()
 
     asyncio.run(main())
-
 
 
 @pytest.mark.parametrize("parallel", [1, 2])
@@ -125,16 +130,8 @@ def test_batches_are_sized_by_the_engines_preferred_batch_not_max_batch(parallel
     async def main() -> None:
         eng = FakeEngine()
         eng.preferred_batch = 4
-        eng.gate.clear()
-        b = MicroBatcher(eng, BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64, parallel=parallel)).start()
-        c = Collector()
-        st = b.open_stream("s", c)
-        st.submit(win("s", 0))
-        await asyncio.get_running_loop().run_in_executor(None, eng.entered.wait, 5)
-        for seq in range(1, 21):
-            st.submit(win("s", seq))
-        eng.gate.set()
-        await until(lambda: len(c.results) == 21)
+        options = BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64, parallel=parallel)
+        b, c = await backlog_behind_first(eng, options, 20)
         assert eng.batches[0] == 1 and max(eng.batches) == 4 and sum(eng.batches) == 21
         assert len(eng.batches) == (6 if parallel == 1 else 7)  # 1, then 20 as 4s (parallel 2: 4+4, 4+4, 2+2)
         assert c.seqs == list(range(21))
