@@ -71,8 +71,9 @@ class Window:
     """One window ready for scoring.
 
     ``samples`` is float32 ``(window,)``, owned by this object (safe to hand to another
-    thread; its array is reused for a later window only once nothing refers to it). ``arrival`` is the ``time.monotonic()`` at which the window's last sample
-    arrived (the push that completed it), the origin of ``latency_ms``.
+    thread; its array is reused for a later window only once nothing refers to it).
+    ``arrival`` is the ``time.monotonic()`` at which the window's last sample arrived (the
+    push that completed it), the origin of ``latency_ms``.
     """
 
     stream: str
