@@ -1,4 +1,10 @@
-"""The Engine contract: windows float32 [B, N] -> spoof probability float32 [B]."""
+"""The Engine contract: windows float32 [B, N] -> spoof probability float32 [B].
+
+An engine states what a caller needs to feed it: ``sample_rate`` (Hz), ``window_samples`` (N)
+and ``preferred_batch`` (the most windows per run it is fastest at). ``logits``/``score`` take
+any batch from anyone (validated, run in pieces of ``preferred_batch``); ``batch_logits`` is the
+trusted hot path of a caller that already sized and checked its batch (realtime's batcher).
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -45,9 +51,10 @@ class Availability:
 class Engine(ABC):
     """A compiled or eager model behind one ``score`` call.
 
-    Subclasses implement ``_logits`` for one batch of at most ``run_batch`` windows (``max_batch``
-    unless a backend gains nothing from larger runs); this class validates input, splits large
-    batches and applies the checkpoint's calibration.
+    Subclasses implement ``_logits`` for one run of at most ``preferred_batch`` windows
+    (``max_batch`` unless a backend gains nothing from larger runs, and then they lower it); this
+    class validates input, cuts large batches of external callers into runs and applies the
+    checkpoint's calibration.
     """
 
     name: str = "engine"
@@ -76,7 +83,8 @@ class Engine(ABC):
     def __init__(self, config: ModelConfig, max_batch: int) -> None:
         self.config = config
         self.max_batch = max_batch
-        self.run_batch = max_batch
+        self.preferred_batch = max_batch
+        self.sample_rate = config.sample_rate
         self.window_samples = config.window_samples
         self._scale = float(config.calibration["scale"])
         self._bias = float(config.calibration["bias"])
@@ -93,14 +101,26 @@ class Engine(ABC):
         """Calibrated spoof logits float32 [B] (higher = more likely spoofed)."""
         return self._calibrated(self._check(windows), self._logits)
 
+    def batch_logits(self, windows: np.ndarray) -> np.ndarray:
+        """:meth:`logits` of one run, for a trusted caller: ``windows`` is already C-contiguous
+        float32 [B, window_samples] of finite samples (realtime's windowing rejects non-finite
+        audio at input), with 1 <= B <= ``preferred_batch``. Only the shape is checked: no copy,
+        no full-batch finiteness pass, no re-splitting."""
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples or not 1 <= len(windows) <= self.preferred_batch:
+            raise EngineError(f"batch_logits takes [1..{self.preferred_batch}, {self.window_samples}], "
+                              f"got {list(windows.shape)}")
+        return self._calibrate(self._logits(windows))
+
     def _calibrated(self, x: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """``run`` over ``x`` in runs of at most ``run_batch``, then the checkpoint's calibration."""
+        """``run`` over ``x`` in runs of at most ``preferred_batch``, then the checkpoint's calibration."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
-        step = self.run_batch
+        step = self.preferred_batch
         parts = [run(x[i : i + step]) for i in range(0, len(x), step)]
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return (out * self._scale + self._bias).astype(np.float32, copy=False)
+        return self._calibrate(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
+        return (raw * self._scale + self._bias).astype(np.float32, copy=False)
 
     def score(self, windows: np.ndarray) -> np.ndarray:
         """Spoof probability float32 [B] in [0, 1]."""
@@ -108,13 +128,13 @@ class Engine(ABC):
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
 
     def warm_up(self, concurrency: int = 1) -> None:
-        """Run ``concurrency`` simultaneous calls of ``run_batch`` silent windows.
+        """Run ``concurrency`` simultaneous calls of ``preferred_batch`` silent windows.
 
         Lazy initialisation happens here instead of on the first real window, and allocators that
         keep their high-water mark (ONNX Runtime's arena) reach it at start-up, so a server's
         memory does not climb hours later when the first full batch arrives.
         """
-        x = np.zeros((self.run_batch, self.window_samples), dtype=np.float32)
+        x = np.zeros((self.preferred_batch, self.window_samples), dtype=np.float32)
         if concurrency <= 1:
             self._warm_once(x)
             return
@@ -130,7 +150,8 @@ class Engine(ABC):
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "model": self.model_id,
-                "architecture": self.config.architecture, "max_batch": self.max_batch, "run_batch": self.run_batch}
+                "architecture": self.config.architecture, "max_batch": self.max_batch,
+                "preferred_batch": self.preferred_batch, "sample_rate": self.sample_rate}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device resources; engines holding none need not override."""

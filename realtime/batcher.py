@@ -7,6 +7,14 @@
     ...  on_result(WindowResult) is called on the loop, in window order (r.logit, r.probability)
     await batcher.aclose()                                # drains what is queued
 
+Batch size is decided here alone: a batch holds at most ``max_batch`` windows and never more
+than the engine's ``preferred_batch`` per engine call (``preferred_batch * parallel`` in all), so
+``--max-batch 64`` on an ONNX CPU engine (fastest at runs of 4) builds batches of 4, not a 16-MB
+batch for the engine to cut up. A window's samples (a pooled array, see realtime.window_pool) are
+copied into this worker's one preallocated batch buffer and scored through the engine's trusted
+entry point (``batch_logits``: no copy, no full-batch finiteness pass; windowing rejects
+non-finite audio at input, and a non-finite logit is still caught here).
+
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
 loop keeps receiving audio while a batch runs. Parallelism comes from the engine's own
 intra-op threads (``threads=``) or, with ``parallel=N``, from the worker splitting each batch
@@ -25,7 +33,7 @@ matter, and scoring it would make the next ones later still. A shed window still
 through the queue, in order, as a result with ``status="shed"``, so a consumer sees every
 seq exactly once. Streams opened with ``policy="block"`` (files, pipes) are never shed.
 
-Results carry the engine's logit (:meth:`engines.Engine.logits`), not a probability: the
+Results carry the engine's logit (:meth:`engines.Engine.batch_logits`), not a probability: the
 session aggregates logits, so a file's verdict never goes through a clipped probability and
 back (``WindowResult.probability`` is the one sigmoid of it).
 
@@ -44,14 +52,22 @@ import math
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from .aggregate import sigmoid
+from .batch_stream import (
+    POLICIES,
+    BatcherClosedError,
+    BatchStream,
+    Policy,
+    QueuedItem,
+    WindowResult,
+    dispatch,
+)
 from .windowing import Window
 
 __all__ = ["BatcherOptions", "MicroBatcher", "BatchStream", "WindowResult", "BatcherStats",
@@ -59,22 +75,17 @@ __all__ = ["BatcherOptions", "MicroBatcher", "BatchStream", "WindowResult", "Bat
 
 log = logging.getLogger(__name__)
 
-Status = Literal["scored", "skipped", "shed", "error"]
-Policy = Literal["shed", "block"]
-_POLICIES = ("shed", "block")
 _NO_SAMPLES = np.zeros(0, dtype=np.float32)
 
 
 class ScoringEngine(Protocol):
-    """What the batcher needs of :class:`engines.Engine`: calibrated spoof logits [B]."""
+    """What the batcher needs of :class:`engines.Engine`: its window length, the run size it is
+    fastest at, and calibrated spoof logits [B] of one trusted run (no validation or re-splitting)."""
 
     window_samples: int
+    preferred_batch: int
 
-    def logits(self, windows: np.ndarray) -> np.ndarray: ...
-
-
-class BatcherClosedError(RuntimeError):
-    """A window was submitted to a batcher (or stream) that is closed."""
+    def batch_logits(self, windows: np.ndarray) -> np.ndarray: ...
 
 
 def _positive_int(name: str, v: object) -> None:
@@ -109,34 +120,6 @@ class BatcherOptions:
                 raise ValueError(f"{name} must be a number of milliseconds in 0..{hi:g}, got {w!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class WindowResult:
-    """The outcome of one submitted window.
-
-    ``status``: ``scored`` (``logit`` set), ``skipped`` (submitted with
-    ``score=False``: passed through in order without inference), ``shed`` (dropped under
-    overload; ``window.samples`` is then empty), ``error`` (the engine raised; ``error``
-    holds its message). ``done_at`` is the ``time.monotonic()`` at which the outcome was
-    known (for ``scored``: when the engine returned).
-    """
-
-    window: Window
-    status: Status
-    logit: float | None
-    done_at: float
-    error: str | None = None
-
-    @property
-    def probability(self) -> float | None:
-        """The spoof probability of a scored window: the sigmoid of its logit."""
-        return None if self.logit is None else sigmoid(self.logit)
-
-    @property
-    def latency_ms(self) -> float:
-        """Window arrival (its last sample) -> outcome, in milliseconds."""
-        return max(0.0, (self.done_at - self.window.arrival) * 1000.0)
-
-
 @dataclass(slots=True)
 class BatcherStats:
     """Counters for health checks and benchmarks (a snapshot, see :meth:`MicroBatcher.stats`)."""
@@ -148,100 +131,15 @@ class BatcherStats:
     skipped: int = 0
     shed: int = 0
     errors: int = 0
-    busy_s: float = 0.0  # time spent inside engine.logits
+    busy_s: float = 0.0  # time spent inside the engine
 
     @property
     def mean_batch(self) -> float:
         return self.scored / self.batches if self.batches else 0.0
 
 
-class _Item:
-    __slots__ = ("stream", "window", "score", "enqueued", "dropped")
-
-    def __init__(self, stream: BatchStream, window: Window, score: bool, enqueued: float) -> None:
-        self.stream = stream
-        self.window = window
-        self.score = score
-        self.enqueued = enqueued
-        self.dropped = False
-
-
-class BatchStream:
-    """One stream's handle on a :class:`MicroBatcher` (from :meth:`MicroBatcher.open_stream`).
-
-    Use it from the event loop it was opened on. ``in_flight`` counts windows submitted and
-    not yet delivered; ``shed`` counts this stream's windows dropped under overload.
-    """
-
-    __slots__ = ("name", "policy", "_batcher", "_deliver", "_loop", "_queued", "_room",
-                 "in_flight", "submitted", "shed", "closed")
-
-    def __init__(self, batcher: MicroBatcher, name: str, deliver: Callable[[WindowResult], None],
-                 loop: asyncio.AbstractEventLoop, policy: Policy) -> None:
-        self.name = name
-        self.policy = policy
-        self._batcher = batcher
-        self._deliver = deliver
-        self._loop = loop
-        self._queued: deque[_Item] = deque()  # not yet taken by the worker (guarded by the batcher lock)
-        self._room: asyncio.Event | None = None
-        self.in_flight = 0
-        self.submitted = 0
-        self.shed = 0
-        self.closed = False
-
-    def submit(self, window: Window, *, score: bool = True) -> None:
-        """Queue ``window``; never blocks. ``score=False`` passes it through in order, unscored."""
-        if self.closed:
-            raise BatcherClosedError(f"stream {self.name!r}: submit() after close()")
-        self._batcher._submit(self, window, score)
-        self.in_flight += 1
-        self.submitted += 1
-
-    async def wait_room(self, windows: int = 1) -> None:
-        """Wait until ``windows`` more fit under ``max_pending`` in flight (backpressure for
-        producers that can wait, such as files read faster than real time and pipes)."""
-        limit = max(1, self._batcher.options.max_pending - windows + 1)
-        while self.in_flight >= limit:
-            if self._room is None:
-                self._room = asyncio.Event()
-            self._room.clear()
-            await self._room.wait()
-
-    async def drain(self) -> None:
-        """Wait until every submitted window has been delivered."""
-        while self.in_flight > 0:
-            if self._room is None:
-                self._room = asyncio.Event()
-            self._room.clear()
-            await self._room.wait()
-
-    def close(self) -> None:
-        """No more windows from this stream; what is queued is still delivered."""
-        self.closed = True
-        self._batcher._forget(self)
-        if self.in_flight == 0:
-            self._release()
-
-    def _on_result(self, result: WindowResult) -> None:  # on the stream's loop
-        self.in_flight -= 1
-        if result.status == "shed":
-            self.shed += 1
-        if self._room is not None:
-            self._room.set()
-        self._deliver(result)
-        if self.closed and self.in_flight == 0:
-            self._release()
-
-    def _release(self) -> None:
-        # The consumer (a StreamSession) holds this handle and the handle holds the consumer's
-        # bound method: a reference cycle, which only the cyclic GC would free, minutes later,
-        # with the stream's buffers in it. Nothing is left to deliver: cut it now.
-        self._deliver = _ignore
-
-
 class MicroBatcher:
-    """Windows from all streams -> ``engine.logits`` in batches, in one worker thread."""
+    """Windows from all streams -> ``engine.batch_logits`` in batches, in one worker thread."""
 
     def __init__(self, engine: ScoringEngine, options: BatcherOptions | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -249,13 +147,15 @@ class MicroBatcher:
         self.options = options if options is not None else BatcherOptions()
         self._clock = clock
         self._cond = threading.Condition()
-        self._queue: deque[_Item] = deque()  # global FIFO; shed items stay as tombstones
+        self._queue: deque[QueuedItem] = deque()  # global FIFO; shed items stay as tombstones
         self._size = 0  # items in _queue that are not tombstones
         self._streams: set[BatchStream] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._stats = BatcherStats()
         self._pool: ThreadPoolExecutor | None = None
+        # Windows per batch: what one round of `parallel` engine calls of its preferred size takes.
+        self._batch = min(self.options.max_batch, engine.preferred_batch * self.options.parallel)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -305,8 +205,8 @@ class MicroBatcher:
         ``policy="shed"`` is for live audio (overload drops windows); ``"block"`` is for
         producers that await :meth:`BatchStream.wait_room` before each submit.
         """
-        if policy not in _POLICIES:
-            raise ValueError(f"policy {policy!r} not accepted; accepted: {', '.join(_POLICIES)}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r} not accepted; accepted: {', '.join(POLICIES)}")
         loop = asyncio.get_running_loop()  # RuntimeError outside a loop: deliveries need one
         stream = BatchStream(self, name, deliver, loop, policy)
         with self._cond:
@@ -351,16 +251,16 @@ class MicroBatcher:
                 # The stream with the most queued windows pays (ties: this one, if it has any).
                 victim = max(self._streams, key=lambda s: (len(s._queued), s is stream))
                 self._drop_oldest(victim)
-            item = _Item(stream, window, score, self._clock())
+            item = QueuedItem(stream, window, score, self._clock())
             self._queue.append(item)
             stream._queued.append(item)
             self._size += 1
-            if self._size == 1 or self._size == opts.max_batch:
+            if self._size == 1 or self._size == self._batch:
                 self._cond.notify()
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _take(self) -> list[_Item] | None:
+    def _take(self) -> list[QueuedItem] | None:
         """Block until a batch is due; return it (tombstones and pass-throughs included)."""
         opts = self.options
         wait_s = opts.max_wait_ms / 1000.0
@@ -371,15 +271,15 @@ class MicroBatcher:
                 self._cond.wait()
             # Wait for company, up to max_wait after the oldest queued window.
             deadline = self._queue[0].enqueued + wait_s
-            while self._size < opts.max_batch and not self._stopping:
+            while self._size < self._batch and not self._stopping:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch: list[_Item] = []
+            batch: list[QueuedItem] = []
             n_score = 0
             too_old = self._clock() - opts.max_delay_ms / 1000.0
-            while self._queue and n_score < opts.max_batch:
+            while self._queue and n_score < self._batch:
                 item = self._queue.popleft()
                 batch.append(item)
                 if item.dropped:
@@ -394,22 +294,23 @@ class MicroBatcher:
             return batch
 
     def _score(self, x: np.ndarray) -> np.ndarray:
+        run = self.engine.batch_logits
         parts = min(self.options.parallel, len(x))
         if parts == 1:
-            return np.asarray(self.engine.logits(x), dtype=np.float64).reshape(-1)
+            return np.asarray(run(x), dtype=np.float64).reshape(-1)
         # Split the batch over `parallel` concurrent engine calls (this thread runs the first
-        # part); ONNX Runtime sessions are thread-safe and release the GIL.
+        # part), each at most preferred_batch long; ONNX Runtime sessions are thread-safe and
+        # release the GIL. The parts are views of the batch buffer: no copy.
         chunks = np.array_split(x, parts)
         assert self._pool is not None
-        futures = [self._pool.submit(self.engine.logits, c) for c in chunks[1:]]
-        first = np.asarray(self.engine.logits(chunks[0]), dtype=np.float64).reshape(-1)
+        futures = [self._pool.submit(run, c) for c in chunks[1:]]
+        first = np.asarray(run(chunks[0]), dtype=np.float64).reshape(-1)
         return np.concatenate([first, *(np.asarray(f.result(), dtype=np.float64).reshape(-1) for f in futures)])
 
     def _run(self) -> None:
-        opts = self.options
-        buf = np.empty((opts.max_batch, self.engine.window_samples), dtype=np.float32)
-        if opts.parallel > 1:
-            self._pool = ThreadPoolExecutor(opts.parallel - 1, thread_name_prefix="engine")
+        buf = np.empty((self._batch, self.engine.window_samples), dtype=np.float32)
+        if self.options.parallel > 1:
+            self._pool = ThreadPoolExecutor(self.options.parallel - 1, thread_name_prefix="engine")
         self._warm_up()
         try:
             self._loop_batches(buf)
@@ -459,7 +360,7 @@ class MicroBatcher:
                     self._stats.busy_s += done_at - t0
             self._deliver(batch, logits, error, done_at)
 
-    def _deliver(self, batch: list[_Item], logits: np.ndarray | None, error: str | None,
+    def _deliver(self, batch: list[QueuedItem], logits: np.ndarray | None, error: str | None,
                  done_at: float) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[BatchStream, WindowResult]]] = {}
         k = 0
@@ -488,15 +389,6 @@ class MicroBatcher:
                     self._streams.discard(st)
         for loop, results in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_dispatch, results)
+                loop.call_soon_threadsafe(dispatch, results)
             except RuntimeError:  # that loop is closed: nobody is left to receive these
                 log.warning("dropped %d results: their event loop is closed", len(results))
-
-
-def _ignore(result: WindowResult) -> None:
-    pass
-
-
-def _dispatch(results: list[tuple[BatchStream, WindowResult]]) -> None:
-    for stream, result in results:
-        stream._on_result(result)

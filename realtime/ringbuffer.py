@@ -16,7 +16,7 @@ end-of-stream).
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class RingBuffer:
         for start, w in rb.windows():
             consume(w)          # w is only valid until the next write/read; copy to keep
 
-    Usage, any chunk size (each window copied into its own array)::
+    Usage, any chunk size (each window copied once, straight from the ring into its own array)::
 
         for start, w in rb.feed(chunk):
             queue.put((start, w))
@@ -84,13 +84,14 @@ class RingBuffer:
             raise ValueError(f"capacity must be >= window ({self._window} samples), got {cap}")
         self._capacity = cap
         self._buf = np.zeros(cap, dtype=np.float32)
-        self._scratch = np.zeros(self._window, dtype=np.float32)
-        # Read-only aliases made once, so handing out a view costs nothing per window
-        # and a consumer cannot scribble over the ring.
+        # Read-only alias made once, so handing out a view costs nothing per window and a
+        # consumer cannot scribble over the ring.
         self._buf_ro = self._buf.view()
         self._buf_ro.flags.writeable = False
-        self._scratch_ro = self._scratch.view()
-        self._scratch_ro.flags.writeable = False
+        # For zero-copy reads of a window that wraps; made on first need: readers with their
+        # own arrays (feed, read_window(out)) never pay its window of memory.
+        self._scratch: np.ndarray | None = None
+        self._scratch_ro: np.ndarray | None = None
         self._written = 0  # absolute number of samples written since construction/reset
         self._next = 0  # absolute start of the next window to hand out
 
@@ -207,7 +208,12 @@ class RingBuffer:
         pos = start % self._capacity
         if pos + w <= self._capacity:
             return start, self._buf_ro[pos:pos + w]
+        if self._scratch is None:
+            self._scratch = np.empty(w, dtype=np.float32)
+            self._scratch_ro = self._scratch.view()
+            self._scratch_ro.flags.writeable = False
         self._copy_out(start, w, self._scratch)  # wraps: one contiguous copy
+        assert self._scratch_ro is not None
         return start, self._scratch_ro
 
     def windows(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -220,13 +226,15 @@ class RingBuffer:
         while (item := self.read_window()) is not None:
             yield item
 
-    def feed(self, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    def feed(self, x: np.ndarray, new: Callable[[], np.ndarray] | None = None) -> list[tuple[int, np.ndarray]]:
         """Write ``x`` of any length and return every window that became ready.
 
         Writes larger than :attr:`free` (even larger than the capacity) are split, with
         the windows read out between the pieces, so this never raises
-        :class:`BufferOverrunError`. Each returned window is a new array the caller owns
-        (safe to hand to another thread). Windows already pending are returned first.
+        :class:`BufferOverrunError`. Each returned window is an array the caller owns
+        (safe to hand to another thread): ``new()``'s (a float32 ``(window,)`` array, e.g.
+        from a :class:`~realtime.window_pool.WindowPool`), else a new one. Windows already
+        pending are returned first.
         """
         check_mono_float32(x)
         n = x.shape[0]
@@ -234,7 +242,7 @@ class RingBuffer:
         i = 0
         while True:
             for _ in range(self.ready):
-                item = self.read_window(np.empty(self._window, dtype=np.float32))
+                item = self.read_window(np.empty(self._window, dtype=np.float32) if new is None else new())
                 assert item is not None
                 out.append(item)
             if i >= n:

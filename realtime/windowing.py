@@ -1,8 +1,10 @@
 """Per-stream windowing: raw chunks in, 4-second 16 kHz mono windows out.
 
-A :class:`StreamWindower` owns one :class:`~realtime.resample.StreamResampler` and one
-:class:`~realtime.ringbuffer.RingBuffer`. Its memory is fixed at construction; a window
-costs one array of ``window`` samples (the one handed to the engine).
+A :class:`StreamWindower` owns one :class:`~realtime.resample.StreamResampler`, one
+:class:`~realtime.ringbuffer.RingBuffer` and one :class:`~realtime.window_pool.WindowPool`.
+Each window is one copy from the ring into a pooled array (no allocation once the pool holds
+what the windows in flight need). Non-finite audio is refused here, at input, once: the
+batcher's engine path relies on it and does not check windows again.
 
 End of stream (:meth:`StreamWindower.finish`):
 
@@ -28,6 +30,7 @@ import numpy as np
 from .errors import EmptyStreamError, NonFiniteAudioError
 from .resample import StreamResampler, check_frames, check_rate
 from .ringbuffer import RingBuffer
+from .window_pool import WindowPool
 
 __all__ = ["WindowOptions", "Window", "StreamWindower"]
 
@@ -68,8 +71,9 @@ class Window:
     """One window ready for scoring.
 
     ``samples`` is float32 ``(window,)``, owned by this object (safe to hand to another
-    thread). ``arrival`` is the ``time.monotonic()`` at which the window's last sample
-    arrived (the push that completed it), the origin of ``latency_ms``.
+    thread; its array is reused for a later window only once nothing refers to it).
+    ``arrival`` is the ``time.monotonic()`` at which the window's last sample arrived (the
+    push that completed it), the origin of ``latency_ms``.
     """
 
     stream: str
@@ -101,6 +105,7 @@ class StreamWindower:
         self.options = options if options is not None else WindowOptions()
         self._resampler = StreamResampler(sample_rate, self.options.sample_rate, channels)
         self._ring = RingBuffer(self.options.window, self.options.hop)
+        self._pool = WindowPool(self.options.window)
         self._clock = clock
         self._frames_in = 0  # input frames seen, at the input rate (for error offsets)
         self._seq = 0
@@ -168,7 +173,7 @@ class StreamWindower:
             arrival = self._clock()
         self._check_finite(chunk)
         self._frames_in += chunk.shape[0]
-        return self._emit(self._ring.feed(self._resampler.process(chunk)), arrival)
+        return self._emit(self._ring.feed(self._resampler.process(chunk), self._pool.take), arrival)
 
     def finish(self, arrival: float | None = None) -> list[Window]:
         """End of stream: flush the resampler and return the last windows (see module doc).
@@ -181,7 +186,7 @@ class StreamWindower:
         self._finished = True
         if arrival is None:
             arrival = self._clock()
-        windows = self._emit(self._ring.feed(self._resampler.flush()), arrival)
+        windows = self._emit(self._ring.feed(self._resampler.flush(), self._pool.take), arrival)
         total = self._ring.written
         rate, w = self.options.sample_rate, self.options.window
         if total == 0:

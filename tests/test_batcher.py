@@ -19,6 +19,7 @@ class FakeEngine:
     """logit = first sample of each window; optionally held at a gate, or failing."""
 
     window_samples = N
+    preferred_batch = 64  # no cap of its own: the batcher's max_batch decides
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -27,7 +28,7 @@ class FakeEngine:
         self.batches: list[int] = []
         self.fail_next = False
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def batch_logits(self, x: np.ndarray) -> np.ndarray:
         self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(x))
@@ -96,25 +97,48 @@ def test_interleaved_streams_come_back_in_order_with_their_scores() -> None:
     asyncio.run(main())
 
 
+async def backlog_behind_first(eng: FakeEngine, options: BatcherOptions, n: int) -> tuple[MicroBatcher, Collector]:
+    """Window 0 holds the engine while windows 1..n queue behind it; returns once all n+1 are back."""
+    eng.gate.clear()
+    b = MicroBatcher(eng, options).start()
+    c = Collector()
+    st = b.open_stream("s", c)
+    st.submit(win("s", 0))
+    await asyncio.get_running_loop().run_in_executor(None, eng.entered.wait, 5)
+    for seq in range(1, n + 1):
+        st.submit(win("s", seq))
+    eng.gate.set()
+    await until(lambda: len(c.results) == n + 1)
+    return b, c
+
+
 def test_windows_queued_during_a_batch_form_the_next_batch() -> None:
     async def main() -> None:
         eng = FakeEngine()
-        eng.gate.clear()
-        b = MicroBatcher(eng, BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64)).start()
-        c = Collector()
-        st = b.open_stream("s", c)
-        st.submit(win("s", 0))
-        await asyncio.get_running_loop().run_in_executor(None, eng.entered.wait, 5)
-        for seq in range(1, 11):
-            st.submit(win("s", seq))
-        eng.gate.set()
-        await until(lambda: len(c.results) == 11)
+        b, c = await backlog_behind_first(eng, BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64), 10)
         assert eng.batches == [1, 10]
         assert c.seqs == list(range(11))
         await b.aclose()
 
     asyncio.run(main())
 
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_batches_are_sized_by_the_engines_preferred_batch_not_max_batch(parallel: int) -> None:
+    """--max-batch 64 on an engine fastest at runs of 4: batches of 4 per engine call, never 64
+    for the engine to cut up (and the batch buffer is 4 windows per call, not 64)."""
+    async def main() -> None:
+        eng = FakeEngine()
+        eng.preferred_batch = 4
+        options = BatcherOptions(max_batch=64, max_wait_ms=0, max_pending=64, parallel=parallel)
+        b, c = await backlog_behind_first(eng, options, 20)
+        assert eng.batches[0] == 1 and max(eng.batches) == 4 and sum(eng.batches) == 21
+        assert len(eng.batches) == (6 if parallel == 1 else 7)  # 1, then 20 as 4s (parallel 2: 4+4, 4+4, 2+2)
+        assert c.seqs == list(range(21))
+        np.testing.assert_allclose([r.logit for r in c.results], np.arange(21) / 1000, rtol=1e-6)
+        await b.aclose()
+
+    asyncio.run(main())
 
 def test_overload_sheds_the_oldest_window_of_the_stream_and_keeps_order() -> None:
     async def main() -> None:
@@ -326,10 +350,10 @@ def test_parallel_split_keeps_order_and_scores() -> None:
             super().__init__()
             self.threads: set[str] = set()
 
-        def logits(self, x: np.ndarray) -> np.ndarray:
+        def batch_logits(self, x: np.ndarray) -> np.ndarray:
             self.threads.add(threading.current_thread().name)
             time.sleep(0.01)
-            return super().logits(x)
+            return super().batch_logits(x)
 
     async def main() -> None:
         eng = Slow()

@@ -162,8 +162,26 @@ def test_onnx_cpu_engine_scores_big_batches_in_small_runs(checkpoints: dict[str,
     assert runs == [CPU_RUN_BATCH, CPU_RUN_BATCH, 10 - 2 * CPU_RUN_BATCH]
     one_by_one = np.concatenate([e.score(x[i : i + 1]) for i in range(10)])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
-    assert e.info()["run_batch"] == CPU_RUN_BATCH and e.info()["max_batch"] == 16
+    assert e.info()["preferred_batch"] == CPU_RUN_BATCH and e.info()["max_batch"] == 16
 
     runs.clear()
     e.warm_up(2)  # two concurrent full runs, as the batcher's parallel workers will make
     assert runs == [CPU_RUN_BATCH, CPU_RUN_BATCH]
+
+
+def test_engine_states_its_contract_and_batch_logits_is_one_unchecked_run(checkpoints: dict[str, Path]) -> None:
+    """What the batcher sizes batches by, and its trusted entry point: one run, no re-split."""
+    from engines.backends.onnx_backend import CPU_RUN_BATCH
+
+    e = engines.load(checkpoints["specrnet"], engine="onnx", max_batch=64)
+    cfg = read_config(checkpoints["specrnet"])
+    assert (e.sample_rate, e.window_samples, e.preferred_batch) == (cfg.sample_rate, cfg.window_samples, CPU_RUN_BATCH)
+    runs: list[int] = []
+    real_run = e.session.run
+    e.session.run = lambda names, feeds: runs.append(len(feeds["waveform"])) or real_run(names, feeds)
+    x = _windows(CPU_RUN_BATCH)
+    np.testing.assert_allclose(e.batch_logits(x), e.logits(x), atol=1e-6)
+    assert runs == [CPU_RUN_BATCH, CPU_RUN_BATCH]
+    for bad in (_windows(CPU_RUN_BATCH + 1), np.zeros((0, 64000), np.float32), np.zeros((2, 1000), np.float32)):
+        with pytest.raises(EngineError, match=rf"batch_logits takes \[1..{CPU_RUN_BATCH}, 64000\]"):
+            e.batch_logits(bad)

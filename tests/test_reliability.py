@@ -109,13 +109,14 @@ class FailingOnce:
     def __init__(self, engine, fail_at: int) -> None:
         self.engine, self.fail_at, self.calls, self.failed = engine, fail_at, 0, 0
         self.window_samples, self.model_id, self.threshold = engine.window_samples, engine.model_id, engine.threshold
+        self.preferred_batch = engine.preferred_batch
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def batch_logits(self, x: np.ndarray) -> np.ndarray:
         self.calls += 1
         if self.calls == self.fail_at:
             self.failed = len(x)
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : injected")
-        return self.engine.logits(x)
+        return self.engine.batch_logits(x)
 
 
 def test_engine_exception_on_one_batch_reports_those_windows_and_the_rest_go_on() -> None:

@@ -304,3 +304,20 @@ def test_latest_bounds():
     np.testing.assert_array_equal(rb.latest(6), np.arange(14, 20))
     with pytest.raises(ValueError, match=r"0..6"):
         rb.latest(7)
+
+
+def test_feed_copies_each_window_once_into_arrays_from_new_and_makes_no_scratch():
+    """feed reads straight from the ring into the caller's arrays: the scratch (a window of
+    memory per stream) exists only for zero-copy readers of a wrapping window."""
+    sig = np.arange(40, dtype=np.float32)
+    rb = RingBuffer(5, 2, capacity=7)
+    given: list[np.ndarray] = []
+
+    def new() -> np.ndarray:
+        given.append(np.empty(5, np.float32))
+        return given[-1]
+
+    got = [item for x in np.split(sig, range(3, 40, 3)) for item in rb.feed(x, new)]
+    assert_same(got, expected_windows(sig, 5, 2))
+    assert [w for _, w in got] == given and all(a is b for (_, a), b in zip(got, given))
+    assert rb._scratch is None

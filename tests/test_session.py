@@ -30,6 +30,7 @@ class FakeEngine:
     """Every window gets the logit of a fixed probability; counts windows; can be held or fail."""
 
     window_samples = 64000
+    preferred_batch = 64  # no cap of its own: the batcher's max_batch decides
     model_id = "fake-00000000"
     threshold = 0.5
 
@@ -41,7 +42,7 @@ class FakeEngine:
         self.entered = threading.Event()
         self.fail = False
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def batch_logits(self, x: np.ndarray) -> np.ndarray:
         self.entered.set()
         self.gate.wait(5)
         if self.fail:
@@ -95,7 +96,7 @@ def test_summary_aggregates_the_engines_logits_not_clipped_probabilities() -> No
             super().__init__()
             self.next = 0
 
-        def logits(self, x: np.ndarray) -> np.ndarray:
+        def batch_logits(self, x: np.ndarray) -> np.ndarray:
             z = [(20.0, 20.0, -5.0)[(self.next + i) % 3] for i in range(len(x))]
             self.next += len(x)
             return np.array(z, np.float32)

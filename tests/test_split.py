@@ -145,7 +145,7 @@ def test_split_needs_a_view_and_an_onnx_engine(checkpoints: dict[str, Path], tmp
     network_run = engine.network_session.run
     engine.network_session.run = lambda names, feeds: runs.append(len(feeds["features"])) or network_run(names, feeds)
     engine.warm_up(2)  # the network's arena reaches its high-water mark at start-up too
-    assert runs == [engine.run_batch, engine.run_batch]
+    assert runs == [engine.preferred_batch, engine.preferred_batch]
     with pytest.raises(EngineError, match=r"features must have shape \[B, 1, 80, 401\]"):
         engine.feature_logits(np.zeros((1, 1, 80, 400), np.float32))
     with pytest.raises(EngineError, match="NaN or Inf"):

@@ -91,10 +91,11 @@ class CrcEngine:
     """A window's logit is a checksum of its samples: equal scores mean bit-identical windows."""
 
     window_samples = 64000
+    preferred_batch = 64  # no cap of its own: the batcher's max_batch decides
     model_id = "crc-00000000"
     threshold = 0.5
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def batch_logits(self, x: np.ndarray) -> np.ndarray:
         return np.array([(zlib.crc32(np.ascontiguousarray(w).tobytes()) % 99991) / 99991 for w in x], np.float32)
 
 

@@ -150,7 +150,7 @@ def test_triton_matches_the_in_process_onnx_engine_on_real_speech(server: Triton
     local = load("specrnet", "onnx")
     remote = load("specrnet", "triton", triton=TritonOptions(server.url, timeout_s=30))
     try:
-        assert remote.run_batch == 4  # the repository's max_batch_size caps one call
+        assert remote.preferred_batch == 4  # the repository's max_batch_size caps one call
         x = real_windows(6)  # calls of 4 and 2 windows: the split is invisible
         expected = local.logits(x)
         np.testing.assert_allclose(remote.logits(x), expected, rtol=0, atol=1e-5)

@@ -230,3 +230,23 @@ def test_realtime_package_does_not_import_torch_or_training():
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_windows_reuse_arrays_only_when_released_and_keep_samples_while_held(speech):
+    """The pooled window arrays: no allocation per window once the pool holds what is in flight,
+    and a window someone keeps (an alert clip, a display) keeps its samples."""
+    win = StreamWindower("pooled", 16000)
+    chunks = [speech[i:i + 1600, None] for i in range(0, len(speech) - 1600, 1600)]
+    kept = [w for c in chunks[:60] for w in win.push(c)]  # all held: every window its own array
+    assert len({id(w.samples) for w in kept}) == len(kept)
+    for w in kept:
+        s = round(w.start_s * 16000)
+        np.testing.assert_array_equal(w.samples, speech[s:s + W])
+    ids = set()
+    for c in chunks[60:]:
+        for w in win.push(c):  # each dropped at once, as a consumer done with it would
+            ids.add(id(w.samples))
+    assert len(ids) <= 2 and len(win._pool) <= len(kept) + 2  # the held ones, and at most 2 more
+    for w in kept:  # still intact after later windows reused other arrays
+        s = round(w.start_s * 16000)
+        np.testing.assert_array_equal(w.samples, speech[s:s + W])

@@ -4,7 +4,7 @@
     python tools/hop_bench.py --models specrnet --engines onnx --streams 8 --hops 20 --rounds 5
 
 ``--streams`` streams of real speech advance one hop at a time. Every hop, each stream's next window
-is scored in batches of the engine's ``run_batch`` (4 on the CPU), and each batch goes through, one
+is scored in batches of the engine's ``preferred_batch`` (4 on the CPU), and each batch goes through, one
 after the other so all see the same background load, on one thread:
 
 * ``frontend_graph``: the front end of model.onnx alone (its front-end view), the whole window:
@@ -97,7 +97,7 @@ def bench(model: str, engine_name: str, args: argparse.Namespace, scratch: Path)
     cfg = FrontEndConfig.from_dict(engine.config.frontend)
     hop = nearest_hop(cfg, args.hop)
     layout = HopLayout.for_model(engine.config, hop)
-    window, batch, n = layout.window, engine.run_batch, args.streams
+    window, batch, n = layout.window, engine.preferred_batch, args.streams
     steps = 1 + args.hops * args.rounds
     audio = stream_audio(n, window + steps * hop)
     frontend = frontend_session(engines.resolve_model(model), scratch)
@@ -132,7 +132,7 @@ def bench(model: str, engine_name: str, args: argparse.Namespace, scratch: Path)
               + ", ".join(f"{k} {per_round[k][-1]:.3f}" for k in STAGES), flush=True)
     med = {k: round(statistics.median(v), 4) for k, v in per_round.items()}
     return {"model": model, "engine": engine_name, "hop_s": hop / cfg.sample_rate, "window_samples": window,
-            "streams": n, "run_batch": batch, "frames_per_window": layout.frames,
+            "streams": n, "preferred_batch": batch, "frames_per_window": layout.frames,
             "frames_per_hop": layout.left + layout.step + layout.right,
             "stream_state_bytes": streams[0].nbytes, "first_window_frontend_ms": round(first / n, 4),
             "ms_per_stream_hop": med,

@@ -30,7 +30,7 @@ INPUT_NAME, FEATURES_NAME = "waveform", "features"
 # Most windows per session.run. On the CPU, ms per window is flat from 1 to 16 windows per run
 # with one intra-op thread and from 4 up with two (SpecRNet, fp32 and int8, measured on the 2-core
 # VM), while ORT's arena keeps the high-water mark of the largest run for good: ~17 MB per float32
-# SpecRNet window, so a 64-window run would pin ~1 GB. Larger batches are scored in runs of this size.
+# SpecRNet window, so a 64-window run would pin ~1 GB. The engine's preferred_batch on the CPU.
 CPU_RUN_BATCH = 4
 
 
@@ -93,7 +93,7 @@ class OnnxEngine(Engine):
         self.threads = threads
         self.device = "cpu" if chosen[0] == "CPUExecutionProvider" else chosen[0]
         if self.device == "cpu":
-            self.run_batch = min(max_batch, CPU_RUN_BATCH)
+            self.preferred_batch = min(max_batch, CPU_RUN_BATCH)
         self._version = ort.__version__
 
     def _session(self, ort: Any, path: Path, opts: Any, providers: list[str], name: str, shape: list[int]) -> Any:

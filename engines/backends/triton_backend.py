@@ -94,7 +94,7 @@ class TritonEngine(Engine):
             self._client.close()
             raise
         if server_max > 0:
-            self.run_batch = min(max_batch, server_max)
+            self.preferred_batch = min(max_batch, server_max)
         self._output = grpc.InferRequestedOutput(OUTPUT)
 
     def _where(self) -> str:
