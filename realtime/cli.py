@@ -38,11 +38,19 @@ def _open_records(options: DetectorOptions) -> list:
     return records
 
 
-def list_engines(stdout: TextIO, model: str) -> int:
-    from engines import available_engines
+def list_engines(stdout: TextIO, stderr: TextIO, model: str) -> int:
+    from engines import CheckpointError, EngineError, available_engines
 
-    for s in available_engines(model):
-        print(f"{'yes' if s.available else 'no ':3s}  {s.name:9s} {s.reason}", file=stdout)
+    try:
+        statuses = available_engines(model)
+    except (EngineError, CheckpointError) as e:  # --model names no checkpoint
+        print(f"realtime-detect: {printable(str(e))}", file=stderr)
+        return EXIT_FAILED
+    try:
+        for s in statuses:
+            print(f"{'yes' if s.available else 'no ':3s}  {s.name:9s} {s.reason}", file=stdout)
+    except BrokenPipeError:  # `| head` has what it wanted
+        silence(stdout)
     return EXIT_OK
 
 
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.list_engines:
-        return list_engines(stdout, args.model)
+        return list_engines(stdout, stderr, args.model)
     if args.list_devices:
         return list_devices(stdout, stderr)
     if not args.input:

@@ -118,6 +118,9 @@ def test_list_engines(checkpoints: dict[str, Path]) -> None:
     assert main(["--list-engines", "--model", str(checkpoints["specrnet"])], stdout=out) == 0
     int8 = next(line for line in out.getvalue().splitlines() if " onnx-int8 " in line)
     assert int8.startswith("no") and "python -m engines.quantize" in int8
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--list-engines", "--model", "/nonexistent/model"], stdout=out, stderr=err) == 1
+    assert out.getvalue() == "" and len(err.getvalue().splitlines()) == 1 and "neither a shipped model" in err.getvalue()
 
 
 def test_int8_engine_on_a_file(int8_checkpoints: dict[str, Path], mixed_folder: Path) -> None:
