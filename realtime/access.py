@@ -91,8 +91,8 @@ def _origin_ok(options: ServerOptions, headers: Headers) -> bool:
 def check_bind(options: ServerOptions) -> None:
     """Raise :class:`InsecureBindError` for a listener beyond loopback without a token."""
     if options.token is None and not options.insecure and not is_loopback(options.host):
-        raise InsecureBindError(f"host {options.host!r} is reachable beyond this machine and no token is set; "
-                                "set a token (REALTIME_DETECT_TOKEN or --token) or pass --insecure")
+        raise InsecureBindError(f"host {options.host!r} is reachable beyond this machine and no token is set; set "
+                                "REALTIME_DETECT_TOKEN (or --token), or pass --insecure to serve it without --token")
 
 
 def check_headers(options: ServerOptions, headers: Headers) -> Denied | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from realtime.access import is_loopback
+from realtime.access import check_bind, is_loopback
 from realtime.console import printable
 from realtime.errors import RealtimeError
 from realtime.options import DetectorOptions
@@ -94,9 +94,7 @@ def open_ws(words: Sequence[str], options: DetectorOptions) -> Listener:
     from realtime.server import DetectorServer
 
     s = options.server
-    if s.token is None and not s.insecure and not is_loopback(s.host):
-        raise ValueError(f"--host {s.host}: serving beyond this machine without --token; "
-                         "set REALTIME_DETECT_TOKEN (or --token), or pass --insecure")
+    check_bind(s)  # a ValueError: a usage error before anything listens
     return Listener(DetectorServer, f"ws://{s.host}:{s.port}")
 
 
