@@ -222,8 +222,10 @@ class AlertClipWriter:
         self._thread.start()
 
     def save(self, event: ScoreEvent, samples: np.ndarray) -> None:
+        """Queue the clip; ``samples`` is copied (a row of the batcher's buffer, which a kept view
+        would keep from reuse whole)."""
         try:
-            self._queue.put_nowait((event, samples))
+            self._queue.put_nowait((event, samples.copy()))
         except queue.Full:
             self.skipped += 1
             if self.skipped == 1 or self.skipped % 100 == 0:

@@ -17,6 +17,7 @@ from .aggregate import sigmoid
 from .windowing import Window
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch_rows import BatchRows
     from .batcher import MicroBatcher
 
 __all__ = ["BatchStream", "WindowResult", "BatcherClosedError", "Status", "Policy", "POLICIES"]
@@ -36,9 +37,13 @@ class WindowResult:
 
     ``status``: ``scored`` (``logit`` set), ``skipped`` (submitted with
     ``score=False``: passed through in order without inference), ``shed`` (dropped under
-    overload; ``window.samples`` is then empty), ``error`` (the engine raised; ``error``
-    holds its message). ``done_at`` is the ``time.monotonic()`` at which the outcome was
-    known (for ``scored``: when the engine returned).
+    overload), ``error`` (the engine raised; ``error`` holds its message). ``done_at`` is the
+    ``time.monotonic()`` at which the outcome was known (for ``scored``: when the engine
+    returned).
+
+    ``window.samples``: for ``scored`` and ``error`` windows of a stream opened with
+    ``keep_samples=True``, the window's row of the batch buffer (a view: it keeps that whole
+    buffer from reuse while held, so copy it to keep it for long); else empty.
     """
 
     window: Window
@@ -60,9 +65,13 @@ class WindowResult:
 
 
 class QueuedItem:
-    """A submitted window in the batcher's queues (``dropped``: shed, kept as a tombstone)."""
+    """A submitted window in the batcher's queues (``dropped``: shed, kept as a tombstone).
 
-    __slots__ = ("stream", "window", "score", "enqueued", "dropped")
+    A window to score has its samples in row ``row`` of ``rows`` (None once shed); ``window``
+    is the window as submitted, whose samples (a view of the stream's ring) are not read again.
+    """
+
+    __slots__ = ("stream", "window", "score", "enqueued", "dropped", "rows", "row")
 
     def __init__(self, stream: BatchStream, window: Window, score: bool, enqueued: float) -> None:
         self.stream = stream
@@ -70,6 +79,8 @@ class QueuedItem:
         self.score = score
         self.enqueued = enqueued
         self.dropped = False
+        self.rows: BatchRows | None = None
+        self.row = 0
 
 
 class BatchStream:
@@ -79,13 +90,14 @@ class BatchStream:
     not yet delivered; ``shed`` counts this stream's windows dropped under overload.
     """
 
-    __slots__ = ("name", "policy", "_batcher", "_deliver", "_loop", "_queued", "_room",
+    __slots__ = ("name", "policy", "keep_samples", "_batcher", "_deliver", "_loop", "_queued", "_room",
                  "in_flight", "submitted", "shed", "closed")
 
     def __init__(self, batcher: MicroBatcher, name: str, deliver: Callable[[WindowResult], None],
-                 loop: asyncio.AbstractEventLoop, policy: Policy) -> None:
+                 loop: asyncio.AbstractEventLoop, policy: Policy, keep_samples: bool = False) -> None:
         self.name = name
         self.policy = policy
+        self.keep_samples = keep_samples
         self._batcher = batcher
         self._deliver = deliver
         self._loop = loop
@@ -97,7 +109,8 @@ class BatchStream:
         self.closed = False
 
     def submit(self, window: Window, *, score: bool = True) -> None:
-        """Queue ``window``; never blocks. ``score=False`` passes it through in order, unscored."""
+        """Queue ``window``; never blocks. Its samples are copied now (so they may be a view that the
+        caller overwrites next). ``score=False`` passes it through in order, unscored, uncopied."""
         if self.closed:
             raise BatcherClosedError(f"stream {self.name!r}: submit() after close()")
         self._batcher._submit(self, window, score)

@@ -10,10 +10,11 @@
 Batch size is decided here alone: a batch holds at most ``max_batch`` windows and never more
 than the engine's ``preferred_batch`` per engine call (``preferred_batch * parallel`` in all), so
 ``--max-batch 64`` on an ONNX CPU engine (fastest at runs of 4) builds batches of 4, not a 16-MB
-batch for the engine to cut up. A window's samples (a pooled array, see realtime.window_pool) are
-copied into this worker's one preallocated batch buffer and scored through the engine's trusted
-entry point (``batch_logits``: no copy, no full-batch finiteness pass; windowing rejects
-non-finite audio at input, and a non-finite logit is still caught here).
+batch for the engine to cut up. A window's samples are copied once, at submit, from the stream's
+ring into a row of the batch being assembled (realtime.batch_rows: the ring may overwrite them
+while the window waits), and each batch is scored in place through the engine's trusted entry
+point (``batch_logits``: no copy, no full-batch finiteness pass; windowing rejects non-finite
+audio at input, and a non-finite logit is still caught here).
 
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
 loop keeps receiving audio while a batch runs. Parallelism comes from the engine's own
@@ -40,8 +41,7 @@ back (``WindowResult.probability`` is the one sigmoid of it).
 Delivery: the worker hands each finished batch to every event loop concerned with one
 ``loop.call_soon_threadsafe``; results of one stream arrive in the order submitted. An
 exception from the engine (or a logit that is not finite) turns the windows of that batch into
-``status="error"`` results;
-the worker goes on with the next batch.
+``status="error"`` results; the worker goes on with the next batch.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .batch_rows import BatchRows, BufferPool
 from .batch_stream import (
     POLICIES,
     BatcherClosedError,
@@ -156,6 +157,8 @@ class MicroBatcher:
         self._pool: ThreadPoolExecutor | None = None
         # Windows per batch: what one round of `parallel` engine calls of its preferred size takes.
         self._batch = min(self.options.max_batch, engine.preferred_batch * self.options.parallel)
+        self._buffers = BufferPool((self._batch, engine.window_samples), clock=clock)
+        self._batches: deque[BatchRows] = deque()  # of the queued windows to score, oldest first
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -199,16 +202,18 @@ class MicroBatcher:
     # -- streams ---------------------------------------------------------------------------
 
     def open_stream(self, name: str, deliver: Callable[[WindowResult], None], *,
-                    policy: Policy = "shed") -> BatchStream:
+                    policy: Policy = "shed", keep_samples: bool = False) -> BatchStream:
         """Register a stream; ``deliver`` is called on the current running loop, in order.
 
         ``policy="shed"`` is for live audio (overload drops windows); ``"block"`` is for
-        producers that await :meth:`BatchStream.wait_room` before each submit.
+        producers that await :meth:`BatchStream.wait_room` before each submit. ``keep_samples``:
+        scored windows come back with their samples (their batch buffer then stays in use until
+        the results are delivered, not only until scored: ask only when needed, for alert clips).
         """
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r} not accepted; accepted: {', '.join(POLICIES)}")
         loop = asyncio.get_running_loop()  # RuntimeError outside a loop: deliveries need one
-        stream = BatchStream(self, name, deliver, loop, policy)
+        stream = BatchStream(self, name, deliver, loop, policy, keep_samples)
         with self._cond:
             if self._stopping:
                 raise BatcherClosedError(f"stream {name!r}: the batcher is closed")
@@ -229,12 +234,17 @@ class MicroBatcher:
 
     # -- submission (event loop side) ------------------------------------------------------
 
-    def _drop_oldest(self, stream: BatchStream) -> None:
-        # Caller holds the lock. The item stays in the global queue as a tombstone so that the
-        # "shed" result is delivered in order; its samples are released now.
-        item = stream._queued.popleft()
+    @staticmethod
+    def _drop(item: QueuedItem) -> None:
+        # Caller holds the lock. The item stays in the queue as a tombstone (its "shed" result is
+        # delivered in order); its row is freed now.
         item.dropped = True
-        item.window = replace(item.window, samples=_NO_SAMPLES)
+        if item.rows is not None:
+            item.rows.remove(item)
+            item.rows = None
+
+    def _drop_oldest(self, stream: BatchStream) -> None:
+        self._drop(stream._queued.popleft())  # caller holds the lock
         self._size -= 1
 
     def _submit(self, stream: BatchStream, window: Window, score: bool) -> None:
@@ -252,6 +262,11 @@ class MicroBatcher:
                 victim = max(self._streams, key=lambda s: (len(s._queued), s is stream))
                 self._drop_oldest(victim)
             item = QueuedItem(stream, window, score, self._clock())
+            if score:  # the one copy: ring -> the newest batch's next row (a new batch when full)
+                if not self._batches or self._batches[-1].full:
+                    self._batches.append(BatchRows(self._buffers.take()))
+                item.rows = self._batches[-1]
+                item.rows.add(item, window.samples)
             self._queue.append(item)
             stream._queued.append(item)
             self._size += 1
@@ -260,15 +275,16 @@ class MicroBatcher:
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _take(self) -> list[QueuedItem] | None:
-        """Block until a batch is due; return it (tombstones and pass-throughs included)."""
+    def _take(self) -> tuple[list[QueuedItem], BatchRows | None] | None:
+        """Block until a batch is due; return its items in queue order (tombstones too) and rows."""
         opts = self.options
         wait_s = opts.max_wait_ms / 1000.0
         with self._cond:
             while not self._queue:
                 if self._stopping:
                     return None
-                self._cond.wait()
+                if not self._cond.wait(self._buffers.keep_s):  # idle this long: memory goes back
+                    self._buffers.trim()
             # Wait for company, up to max_wait after the oldest queued window.
             deadline = self._queue[0].enqueued + wait_s
             while self._size < self._batch and not self._stopping:
@@ -276,10 +292,11 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            rows = self._batches.popleft() if self._batches else None  # new windows go to a new one
             batch: list[QueuedItem] = []
-            n_score = 0
             too_old = self._clock() - opts.max_delay_ms / 1000.0
-            while self._queue and n_score < self._batch:
+            # Batches fill in queue order: take everything up to the next batch's first window.
+            while self._queue and self._queue[0].rows in (None, rows):
                 item = self._queue.popleft()
                 batch.append(item)
                 if item.dropped:
@@ -287,11 +304,8 @@ class MicroBatcher:
                 item.stream._queued.popleft()  # always its stream's oldest: both queues are FIFO
                 self._size -= 1
                 if item.score and item.stream.policy == "shed" and item.window.arrival < too_old:
-                    item.dropped = True
-                    item.window = replace(item.window, samples=_NO_SAMPLES)
-                    continue
-                n_score += item.score
-            return batch
+                    self._drop(item)
+            return batch, rows
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         run = self.engine.batch_logits
@@ -308,13 +322,15 @@ class MicroBatcher:
         return np.concatenate([first, *(np.asarray(f.result(), dtype=np.float64).reshape(-1) for f in futures)])
 
     def _run(self) -> None:
-        buf = np.empty((self._batch, self.engine.window_samples), dtype=np.float32)
         if self.options.parallel > 1:
             self._pool = ThreadPoolExecutor(self.options.parallel - 1, thread_name_prefix="engine")
         self._warm_up()
         try:
-            self._loop_batches(buf)
+            while (taken := self._take()) is not None:
+                self._run_batch(*taken)
+                del taken  # while waiting for the next batch, hold nothing of this one (its buffer)
         finally:
+            self._buffers.clear()  # a closed batcher keeps no memory
             if self._pool is not None:
                 self._pool.shutdown()
 
@@ -328,54 +344,43 @@ class MicroBatcher:
         except Exception as e:  # noqa: BLE001 - a real batch will report the failure to its streams
             log.warning("engine warm-up failed (%s: %s); scoring goes on", type(e).__name__, e)
 
-    def _loop_batches(self, buf: np.ndarray) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            to_score = [it for it in batch if it.score and not it.dropped]
-            logits: np.ndarray | None = None
-            error: str | None = None
+    def _run_batch(self, batch: list[QueuedItem], rows: BatchRows | None) -> None:
+        logits: np.ndarray | None = None
+        error: str | None = None
+        done_at = self._clock()
+        if rows is not None and (n := len(rows)):
+            rows.items.clear()  # they refer to rows: cut the cycle so its buffer is free once delivered
+            t0 = self._clock()
+            try:
+                logits = self._score(rows.data[:n])
+                if logits.shape != (n,):
+                    raise ValueError(f"engine returned {logits.shape[0]} scores for {n} windows")
+                if not np.isfinite(logits).all():  # would poison the stream's running aggregate
+                    raise ValueError("engine returned a logit that is NaN or infinite")
+            # Any engine failure (ONNX Runtime raises untyped errors) is reported on the
+            # windows of this batch, and the worker lives on for the other streams.
+            except Exception as e:  # noqa: BLE001
+                error = f"{type(e).__name__}: {e}"
+                log.error("engine failed on a batch of %d windows (%s)", n, error)
+                logits = None
             done_at = self._clock()
-            if to_score:
-                n = len(to_score)
-                for i, it in enumerate(to_score):
-                    buf[i] = it.window.samples
-                t0 = self._clock()
-                try:
-                    logits = self._score(buf[:n])
-                    if logits.shape != (n,):
-                        raise ValueError(f"engine returned {logits.shape[0]} scores for {n} windows")
-                    if not np.isfinite(logits).all():  # would poison the stream's running aggregate
-                        raise ValueError("engine returned a logit that is NaN or infinite")
-                # Any engine failure (ONNX Runtime raises untyped errors) is reported on the
-                # windows of this batch, and the worker lives on for the other streams.
-                except Exception as e:  # noqa: BLE001
-                    error = f"{type(e).__name__}: {e}"
-                    log.error("engine failed on a batch of %d windows (%s)", n, error)
-                    logits = None
-                done_at = self._clock()
-                with self._cond:
-                    self._stats.batches += 1
-                    self._stats.busy_s += done_at - t0
-            self._deliver(batch, logits, error, done_at)
+            with self._cond:
+                self._stats.batches += 1
+                self._stats.busy_s += done_at - t0
+        self._deliver(batch, rows, logits, error, done_at)
 
-    def _deliver(self, batch: list[QueuedItem], logits: np.ndarray | None, error: str | None,
-                 done_at: float) -> None:
+    def _deliver(self, batch: list[QueuedItem], rows: BatchRows | None, logits: np.ndarray | None,
+                 error: str | None, done_at: float) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[BatchStream, WindowResult]]] = {}
-        k = 0
         counts = {"scored": 0, "skipped": 0, "shed": 0, "error": 0}
         for it in batch:
-            if it.dropped:
-                r = WindowResult(it.window, "shed", None, it.enqueued)
-            elif not it.score:
-                r = WindowResult(it.window, "skipped", None, done_at)
-            elif logits is None:
-                r = WindowResult(it.window, "error", None, done_at, error)
-                k += 1
-            else:
-                r = WindowResult(it.window, "scored", float(logits[k]), done_at)
-                k += 1
+            keep = it.stream.keep_samples and it.score and not it.dropped
+            # The submitted window's samples are a stale view of the ring by now: never passed on.
+            w = replace(it.window, samples=rows.data[it.row] if keep and rows is not None else _NO_SAMPLES)
+            r = (WindowResult(w, "shed", None, it.enqueued) if it.dropped
+                 else WindowResult(w, "skipped", None, done_at) if not it.score
+                 else WindowResult(w, "error", None, done_at, error) if logits is None
+                 else WindowResult(w, "scored", float(logits[it.row]), done_at))
             counts[r.status] += 1
             by_loop.setdefault(it.stream._loop, []).append((it.stream, r))
         with self._cond:

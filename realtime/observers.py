@@ -10,8 +10,9 @@ from realtime.windowing import Window
 
 class RunObserver(Protocol):
     """A display fed beside the event sinks. It needs what events leave out: the threshold and
-    front end of the engine, and the samples of each scored window. Called on the detection
-    side: implementations must return at once."""
+    front end of the engine, and the samples of each window, as it is cut (before it is scored;
+    a view of the stream's ring, valid only during the call: copy what you keep). Called on the
+    detection side: implementations must return at once."""
 
     def engine_ready(self, engine: Engine, threshold: float, hop_s: float) -> None: ...
 

@@ -22,14 +22,14 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     """glibc: serve every allocation of ``nbytes`` or more with its own mmap, for good.
 
     By default glibc raises that threshold each time such a block is freed, after which each
-    stream's ring buffer and window arrays (256 KB and up) come from the heap: the heap's
+    stream's ring buffer and the batch buffers (256 KB and up) come from the heap: the heap's
     high-water mark then stays resident (measured: +60 MB per round of 200 streams, never given
     back; 50 streams ended: 167 MB kept against 47 MB pinned, tools/window_path.py) and ``calloc``
     touches pages it would otherwise leave unmapped (an idle stream cost ~300 KB instead of
-    ~25 KB). Pinned, freed blocks go back to the system at once; since windows reuse pooled
-    arrays (realtime.window_pool) the cost is a few mmap calls per stream, not per window. Not done
-    when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator decided) or outside glibc. Returns whether
-    it was applied.
+    ~25 KB). Pinned, freed blocks go back to the system at once; since windows are views of the
+    ring and batches reuse pooled buffers (realtime.batch_rows) the cost is a few mmap calls per
+    stream, not per window. Not done when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator decided)
+    or outside glibc. Returns whether it was applied.
     """
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False

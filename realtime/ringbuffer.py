@@ -1,12 +1,15 @@
 """Fixed-capacity ring buffer that cuts a sample stream into sliding windows.
 
 One per stream, on the hot path between the resampler and the batcher. The storage is
-allocated once; writes copy into it (at most two slices), windows come out as
-contiguous arrays with their absolute start offsets. Nothing grows with the stream.
+allocated once; writes copy into it, windows come out as read-only views of it with their
+absolute start offsets: reading a window copies nothing. Nothing grows with the stream.
 
 Window ``k`` starts at absolute sample ``k * hop`` and is ready as soon as
 ``k * hop + window`` samples have been written. ``hop > window`` is allowed: the
 samples between windows are then never scored (and never count against the space).
+
+Every window is one contiguous slice: the first ``window - 1`` positions of the ring are
+mirrored after its end (written twice), so a window that wraps reads on into the mirror.
 
 Invariant: the buffer always holds the last ``min(written, capacity)`` samples, so
 ``latest(n)`` can return the end of the stream (used for the final window at
@@ -16,7 +19,7 @@ end-of-stream).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -57,41 +60,37 @@ class RingBuffer:
         window: window length in samples (64000 for 4 s at 16 kHz).
         hop: distance between window starts in samples; may be smaller than, equal to
             or larger than ``window``.
-        capacity: storage in samples, ``>= window``. The default ``2 * window`` lets any
-            write of up to ``window + 1`` samples through without a split after the
-            ready windows have been drained.
+        capacity: samples kept, ``>= window``. The default, ``window + min(hop, window)``,
+            lets a write of up to ``min(hop, window) + 1`` samples through without a split
+            after the ready windows have been drained. The storage is ``capacity + window - 1``
+            samples (the mirror, see the module doc).
 
-    Usage, zero-copy (chunks no larger than ``free``)::
+    A window is a read-only view of the storage: valid until the next write, which may
+    overwrite it. Copy it to keep it. Usage::
 
-        rb.write(chunk)
+        rb.write(chunk)                   # chunks no larger than ``free``
         for start, w in rb.windows():
-            consume(w)          # w is only valid until the next write/read; copy to keep
+            consume(w)
 
-    Usage, any chunk size (each window copied once, straight from the ring into its own array)::
-
-        for start, w in rb.feed(chunk):
-            queue.put((start, w))
+        for start, w in rb.feed(chunk):   # any chunk size: writes between the windows
+            consume(w)                    # before asking for the next one
     """
 
-    __slots__ = ("_window", "_hop", "_capacity", "_buf", "_buf_ro", "_scratch", "_scratch_ro",
-                 "_written", "_next")
+    __slots__ = ("_window", "_hop", "_capacity", "_buf", "_buf_ro", "_written", "_next")
 
     def __init__(self, window: int, hop: int, capacity: int | None = None) -> None:
         self._window = _positive_int("window", window)
         self._hop = _positive_int("hop", hop)
-        cap = 2 * self._window if capacity is None else _positive_int("capacity", capacity)
+        cap = self._window + min(self._hop, self._window) if capacity is None \
+            else _positive_int("capacity", capacity)
         if cap < self._window:
             raise ValueError(f"capacity must be >= window ({self._window} samples), got {cap}")
         self._capacity = cap
-        self._buf = np.zeros(cap, dtype=np.float32)
+        self._buf = np.zeros(cap + self._window - 1, dtype=np.float32)
         # Read-only alias made once, so handing out a view costs nothing per window and a
         # consumer cannot scribble over the ring.
         self._buf_ro = self._buf.view()
         self._buf_ro.flags.writeable = False
-        # For zero-copy reads of a window that wraps; made on first need: readers with their
-        # own arrays (feed, read_window(out)) never pay its window of memory.
-        self._scratch: np.ndarray | None = None
-        self._scratch_ro: np.ndarray | None = None
         self._written = 0  # absolute number of samples written since construction/reset
         self._next = 0  # absolute start of the next window to hand out
 
@@ -165,107 +164,78 @@ class RingBuffer:
             x = x[n - cap:]
         pos = start % cap
         first = min(x.shape[0], cap - pos)
-        self._buf[pos:pos + first] = x[:first]
+        self._store(pos, x[:first])
         if first < x.shape[0]:
-            self._buf[: x.shape[0] - first] = x[first:]
+            self._store(0, x[first:])
         self._written += n
+
+    def _store(self, pos: int, x: np.ndarray) -> None:
+        """Copy ``x`` to ``[pos, pos + len(x))`` (within the capacity) and into the mirror."""
+        self._buf[pos:pos + x.shape[0]] = x
+        mirrored = min(x.shape[0], self._window - 1 - pos)
+        if mirrored > 0:
+            cap = self._capacity
+            self._buf[cap + pos:cap + pos + mirrored] = x[:mirrored]
 
     # -- reading -----------------------------------------------------------------------
 
-    def _copy_out(self, start: int, n: int, out: np.ndarray) -> np.ndarray:
-        cap = self._capacity
-        pos = start % cap
-        first = min(n, cap - pos)
-        out[:first] = self._buf[pos:pos + first]
-        if first < n:
-            out[first:n] = self._buf[: n - first]
-        return out
+    def _view(self, start: int, n: int) -> np.ndarray:
+        pos = start % self._capacity
+        return self._buf_ro[pos:pos + n]
 
-    def read_window(self, out: np.ndarray | None = None) -> tuple[int, np.ndarray] | None:
+    def read_window(self) -> tuple[int, np.ndarray] | None:
         """Pop the next ready window as ``(start_sample, samples)``, or ``None`` if none is ready.
 
-        With ``out`` (float32, shape ``(window,)``) the samples are copied into it and
-        ``out`` is returned: use this to give each window its own array. Without it the
-        result is a read-only contiguous array that is either a view of the ring or a
-        scratch array reused by the next read: it is valid only until the next
-        ``write``/``feed``/read call. Copy it to keep it.
+        ``samples`` is a read-only view of the ring, valid until the next write.
         """
-        w = self._window
-        if out is not None and (
-            not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (w,)
-            or not out.flags.writeable
-        ):
-            raise AudioFormatError(
-                f"out must be a writeable float32 array of shape ({w},), got "
-                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-            )
         start = self._next
-        if start + w > self._written:
+        if start + self._window > self._written:
             return None
         self._next = start + self._hop
-        if out is not None:
-            return start, self._copy_out(start, w, out)
-        pos = start % self._capacity
-        if pos + w <= self._capacity:
-            return start, self._buf_ro[pos:pos + w]
-        if self._scratch is None:
-            self._scratch = np.empty(w, dtype=np.float32)
-            self._scratch_ro = self._scratch.view()
-            self._scratch_ro.flags.writeable = False
-        self._copy_out(start, w, self._scratch)  # wraps: one contiguous copy
-        assert self._scratch_ro is not None
-        return start, self._scratch_ro
+        return start, self._view(start, self._window)
 
     def windows(self) -> Iterator[tuple[int, np.ndarray]]:
         """Yield every ready window as ``(start_sample, samples)`` (see :meth:`read_window`).
 
-        The yielded array may be reused by the next yield: copy it to keep it. A window
-        counts as consumed once yielded; stopping the iteration early leaves the rest
-        pending.
+        A window counts as consumed once yielded; stopping the iteration early leaves the
+        rest pending.
         """
         while (item := self.read_window()) is not None:
             yield item
 
-    def feed(self, x: np.ndarray, new: Callable[[], np.ndarray] | None = None) -> list[tuple[int, np.ndarray]]:
-        """Write ``x`` of any length and return every window that became ready.
+    def feed(self, x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Write ``x`` of any length, yielding every window as it becomes ready.
 
         Writes larger than :attr:`free` (even larger than the capacity) are split, with
-        the windows read out between the pieces, so this never raises
-        :class:`BufferOverrunError`. Each returned window is an array the caller owns
-        (safe to hand to another thread): ``new()``'s (a float32 ``(window,)`` array, e.g.
-        from a :class:`~realtime.window_pool.WindowPool`), else a new one. Windows already
-        pending are returned first.
+        the windows yielded between the pieces, so this never raises
+        :class:`BufferOverrunError`. Windows already pending come first. Each window is a
+        view (see :meth:`read_window`) that the next piece may overwrite: use it before
+        asking for the next one, and run the iterator to its end, or the rest of ``x`` is
+        never written. ``x`` is checked here, before the first window.
         """
         check_mono_float32(x)
+        return self._feed(x)
+
+    def _feed(self, x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         n = x.shape[0]
-        out: list[tuple[int, np.ndarray]] = []
         i = 0
         while True:
-            for _ in range(self.ready):
-                item = self.read_window(np.empty(self._window, dtype=np.float32) if new is None else new())
-                assert item is not None
-                out.append(item)
+            yield from self.windows()
             if i >= n:
-                return out
+                return
             # After draining, free >= capacity - window + 1 >= 1, so this always advances.
             k = min(n - i, self.free)
             self._write_unchecked(x[i:i + k])
             i += k
 
-    def latest(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy of the last ``n`` samples written (``n <= min(written, capacity)``).
-
-        Used at end-of-stream for the final window; returns ``out`` when given.
-        """
+    def latest(self, n: int) -> np.ndarray:
+        """The last ``n`` samples written (``n <= min(written, window)``), as a read-only view
+        valid until the next write. Used at end-of-stream for the final window."""
         n = operator.index(n)
-        limit = min(self._written, self._capacity)
+        limit = min(self._written, self._window)
         if not 0 <= n <= limit:
             raise ValueError(f"latest(n): n must be in 0..{limit} (samples held), got {n}")
-        if out is None:
-            out = np.empty(n, dtype=np.float32)
-        elif out.dtype != np.float32 or out.shape != (n,):
-            raise AudioFormatError(f"out must be float32 of shape ({n},), got {out.dtype} {out.shape}")
-        return self._copy_out(self._written - n, n, out)
+        return self._view(self._written - n, n)
 
     def __repr__(self) -> str:
         return (f"RingBuffer(window={self._window}, hop={self._hop}, capacity={self._capacity}, "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -111,11 +111,11 @@ class StreamSession:
         self.aggregate = RunningAggregate(aggregate, logits=True)  # type: ignore[arg-type]
         self.counters = SessionCounters()
         self._clips = clips
-        self._on_window = on_window  # a display's view of the samples (spectrogram, level); must not block
+        self._on_window = on_window  # a display's look at each window as it is cut; must not block
         self._shed_unreported = 0
         self._tiled = False  # a clip shorter than one window, scored tiled
         self._aborted = False
-        self._handle = batcher.open_stream(stream, self._on_result, policy=policy)
+        self._handle = batcher.open_stream(stream, self._on_result, policy=policy, keep_samples=clips is not None)
 
     # -- input ------------------------------------------------------------------------------
 
@@ -135,10 +135,14 @@ class StreamSession:
         """Add float32 ``(n, channels)`` frames; completed windows go to the batcher."""
         await self._submit(self.windower.push(chunk, arrival))
 
-    async def _submit(self, windows: list[Window]) -> None:
+    async def _submit(self, windows: Iterator[Window]) -> None:
+        # Each window's samples are a view of the ring, valid until the next window is taken:
+        # the display and the gate read it in place, the batcher copies it into a batch buffer.
         for w in windows:
             if self.policy == "block":
                 await self._handle.wait_room()
+            if self._on_window is not None:
+                self._on_window(w)
             # Silence is not worth an inference: it passes through the batcher, in order.
             self._handle.submit(w, score=self.gate is None or self.gate(w.samples))
 
@@ -237,8 +241,6 @@ class StreamSession:
             c.alerts += 1
             if self._clips is not None:
                 self._clips.save(ev, r.window.samples)
-        if self._on_window is not None:
-            self._on_window(r.window)
         self._emit(ev)
 
 
@@ -270,7 +272,7 @@ class LiveDetector:
         self.batcher = MicroBatcher(engine, o.batching)
         self.clips = AlertClipWriter(o.output.save_alerts, self.window.sample_rate) \
             if o.output.save_alerts is not None else None
-        self.on_window = on_window  # every stream's scored windows, in order, before their events
+        self.on_window = on_window  # every stream's windows, in order, as they are cut (views: copy to keep)
 
     def start(self) -> LiveDetector:
         self.batcher.start()

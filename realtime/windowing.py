@@ -1,10 +1,11 @@
 """Per-stream windowing: raw chunks in, 4-second 16 kHz mono windows out.
 
-A :class:`StreamWindower` owns one :class:`~realtime.resample.StreamResampler`, one
-:class:`~realtime.ringbuffer.RingBuffer` and one :class:`~realtime.window_pool.WindowPool`.
-Each window is one copy from the ring into a pooled array (no allocation once the pool holds
-what the windows in flight need). Non-finite audio is refused here, at input, once: the
-batcher's engine path relies on it and does not check windows again.
+A :class:`StreamWindower` owns one :class:`~realtime.resample.StreamResampler` and one
+:class:`~realtime.ringbuffer.RingBuffer`. Its windows' samples are views of the ring, not
+copies: the consumer (the session: speech gate, then the batcher, which copies each window once,
+into its batch buffer) uses each window before taking the next, after which the ring may write
+over it. Non-finite audio is refused here, at input, once: the batcher's engine path relies on
+it and does not check windows again.
 
 End of stream (:meth:`StreamWindower.finish`):
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +31,6 @@ import numpy as np
 from .errors import EmptyStreamError, NonFiniteAudioError
 from .resample import StreamResampler, check_frames, check_rate
 from .ringbuffer import RingBuffer
-from .window_pool import WindowPool
 
 __all__ = ["WindowOptions", "Window", "StreamWindower"]
 
@@ -70,8 +70,10 @@ class WindowOptions:
 class Window:
     """One window ready for scoring.
 
-    ``samples`` is float32 ``(window,)``, owned by this object (safe to hand to another
-    thread; its array is reused for a later window only once nothing refers to it).
+    ``samples`` is float32 ``(window,)``. From :class:`StreamWindower` it is a read-only view
+    of the stream's ring, valid until the next window is taken: copy what you keep. In the
+    batcher's results it is the window's row of a batch buffer, or empty (see
+    :class:`~realtime.batch_stream.WindowResult`).
     ``arrival`` is the ``time.monotonic()`` at which the window's last sample arrived (the
     push that completed it), the origin of ``latency_ms``.
     """
@@ -87,6 +89,11 @@ class Window:
 
 class StreamWindower:
     """Cut one stream of float32 ``(n, channels)`` chunks at any rate into scored windows.
+
+    :meth:`push` and :meth:`finish` check their input at once and return an iterator of the
+    windows: consume each before taking the next (its samples are a view of the ring), and run
+    the iterator to its end before the next call (the chunk is written into the ring as the
+    windows are taken).
 
     Args:
         stream: stream id, copied into every window and error.
@@ -105,12 +112,12 @@ class StreamWindower:
         self.options = options if options is not None else WindowOptions()
         self._resampler = StreamResampler(sample_rate, self.options.sample_rate, channels)
         self._ring = RingBuffer(self.options.window, self.options.hop)
-        self._pool = WindowPool(self.options.window)
         self._clock = clock
         self._frames_in = 0  # input frames seen, at the input rate (for error offsets)
         self._seq = 0
         self._last_end = 0  # absolute end (model-rate samples) of the last window emitted
         self._finished = False
+        self._taking = False  # the windows of the last push() are not all taken yet
 
     @property
     def sample_rate(self) -> float:
@@ -149,18 +156,24 @@ class StreamWindower:
         if bad.size:
             raise NonFiniteAudioError(self.stream, self._frames_in + int(bad[0]), self.sample_rate)
 
-    def _emit(self, found: list[tuple[int, np.ndarray]], arrival: float) -> list[Window]:
+    def _emit(self, found: Iterator[tuple[int, np.ndarray]], arrival: float) -> Iterator[Window]:
         rate = self.options.sample_rate
         w = self.options.window
-        out = []
         for start, samples in found:
-            out.append(Window(self.stream, self._seq, start / rate, (start + w) / rate, samples, arrival))
+            seq = self._seq
             self._seq += 1
             self._last_end = start + w
-        return out
+            yield Window(self.stream, seq, start / rate, (start + w) / rate, samples, arrival)
+        self._taking = False
 
-    def push(self, chunk: np.ndarray, arrival: float | None = None) -> list[Window]:
-        """Add a chunk of float32 ``(n, channels)`` frames; return the windows it completed.
+    def _check_taken(self, call: str) -> None:
+        # Untaken windows are unwritten audio (the ring writes as they are taken): refuse to lose it.
+        if self._taking:
+            raise RuntimeError(f"stream {self.stream!r}: {call} before every window of the last push() "
+                               "was taken")
+
+    def push(self, chunk: np.ndarray, arrival: float | None = None) -> Iterator[Window]:
+        """Add a chunk of float32 ``(n, channels)`` frames; return the windows it completes.
 
         Raises:
             AudioFormatError: wrong dtype or shape (names the accepted ones).
@@ -168,14 +181,16 @@ class StreamWindower:
         """
         if self._finished:
             raise RuntimeError(f"stream {self.stream!r}: push() after finish()")
+        self._check_taken("push()")
         chunk = check_frames(chunk, self.channels)
         if arrival is None:
             arrival = self._clock()
         self._check_finite(chunk)
         self._frames_in += chunk.shape[0]
-        return self._emit(self._ring.feed(self._resampler.process(chunk), self._pool.take), arrival)
+        self._taking = True
+        return self._emit(self._ring.feed(self._resampler.process(chunk)), arrival)
 
-    def finish(self, arrival: float | None = None) -> list[Window]:
+    def finish(self, arrival: float | None = None) -> Iterator[Window]:
         """End of stream: flush the resampler and return the last windows (see module doc).
 
         Raises:
@@ -183,26 +198,30 @@ class StreamWindower:
         """
         if self._finished:
             raise RuntimeError(f"stream {self.stream!r}: finish() called twice")
+        self._check_taken("finish()")
         self._finished = True
         if arrival is None:
             arrival = self._clock()
-        windows = self._emit(self._ring.feed(self._resampler.flush(), self._pool.take), arrival)
+        rest = self._resampler.flush()
+        if self._ring.written + rest.shape[0] == 0:
+            raise EmptyStreamError(self.stream)
+        return self._finish(self._ring.feed(rest), arrival)
+
+    def _finish(self, found: Iterator[tuple[int, np.ndarray]], arrival: float) -> Iterator[Window]:
+        yield from self._emit(found, arrival)
         total = self._ring.written
         rate, w = self.options.sample_rate, self.options.window
-        if total == 0:
-            raise EmptyStreamError(self.stream)
         if self._seq == 0:
             # Shorter than one window: everything is still in the ring (total < window <= capacity).
             tiled = np.resize(self._ring.latest(total), w)
-            windows.append(Window(self.stream, 0, 0.0, total / rate, tiled, arrival, tiled=True))
             self._seq = 1
+            yield Window(self.stream, 0, 0.0, total / rate, tiled, arrival, tiled=True)
         elif self._last_end < total:
             start = total - w
-            windows.append(Window(self.stream, self._seq, start / rate, total / rate,
-                                  self._ring.latest(w), arrival))
+            seq = self._seq
             self._seq += 1
             self._last_end = total
-        return windows
+            yield Window(self.stream, seq, start / rate, total / rate, self._ring.latest(w), arrival)
 
     def __repr__(self) -> str:
         return (f"StreamWindower(stream={self.stream!r}, sample_rate={self.sample_rate:g}, "

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,12 @@ def speech(seconds: float = 4.0, index: int = 0) -> np.ndarray:
     assert sr == 16000
     n = int(seconds * sr)
     return np.resize(audio, n).astype(np.float32)
+
+
+def kept_windows(windows: Iterable) -> list:
+    """Take every window of a windower's push() or finish(), keeping a copy of its samples (a view
+    of the stream's ring, which writes over it as the stream goes on)."""
+    return [replace(w, samples=w.samples.copy()) for w in windows]
 
 
 def accounted_seqs(sheds: list[int]) -> list[int]:

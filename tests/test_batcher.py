@@ -136,6 +136,7 @@ def test_batches_are_sized_by_the_engines_preferred_batch_not_max_batch(parallel
         assert len(eng.batches) == (6 if parallel == 1 else 7)  # 1, then 20 as 4s (parallel 2: 4+4, 4+4, 2+2)
         assert c.seqs == list(range(21))
         np.testing.assert_allclose([r.logit for r in c.results], np.arange(21) / 1000, rtol=1e-6)
+        assert {a.shape for a in b._buffers._arrays} == {(4 * parallel, N)}
         await b.aclose()
 
     asyncio.run(main())

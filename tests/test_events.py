@@ -153,7 +153,7 @@ def test_error_and_ready_validation():
 
 def test_for_window_measures_latency_and_carries_tiled():
     win = StreamWindower("clip", 16000, clock=lambda: 10.0)
-    win.push(np.full((8000, 1), 0.1, np.float32))
+    assert list(win.push(np.full((8000, 1), 0.1, np.float32))) == []
     (w,) = win.finish()
     ev = ScoreEvent.for_window(w, np.float32(0.25), "bonafide", False, "m", scored_at=10.0061)
     assert ev.tiled and ev.latency_ms == pytest.approx(6.1) and ev.end_s == 0.5

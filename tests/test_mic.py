@@ -30,7 +30,7 @@ from realtime.sources.mic import MicSource
 from realtime.windowing import StreamWindower
 
 from tests import pulse_helpers
-from tests.conftest import accounted_seqs, speech
+from tests.conftest import accounted_seqs, kept_windows, speech
 
 DEVICES = [
     {"name": "HDA Intel PCH: ALC3246 Analog (hw:0,0)", "max_input_channels": 2, "default_samplerate": 44100.0},
@@ -258,7 +258,7 @@ def test_capture_through_pulseaudio_matches_played_clip(pulse, tmp_path):
             async for chunk, rate in src:
                 assert rate == src.sample_rate and chunk.dtype == np.float32 and chunk.shape[1] == 1
                 captured.append(chunk)
-                windows.extend(windower.push(chunk))
+                windows.extend(kept_windows(windower.push(chunk)))
                 running.set()
 
         task = asyncio.create_task(capture())
@@ -272,7 +272,7 @@ def test_capture_through_pulseaudio_matches_played_clip(pulse, tmp_path):
             await task
 
     asyncio.run(asyncio.wait_for(run(), 30))
-    windows.extend(windower.finish())
+    windows.extend(kept_windows(windower.finish()))
     assert src._stream is None
     assert src.dropped_frames == 0 and src.overflows == src.device_overflows  # the ring never filled
     audio = np.concatenate(captured)[:, 0]

@@ -27,6 +27,12 @@ def split(sig: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return chunks
 
 
+def fed(rb: RingBuffer, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Every window ``feed`` yields, each copied before the next is asked for (its view is then
+    free to be overwritten)."""
+    return [(s, w.copy()) for s, w in rb.feed(x)]
+
+
 def assert_same(got: list[tuple[int, np.ndarray]], want: list[tuple[int, np.ndarray]]) -> None:
     assert [s for s, _ in got] == [s for s, _ in want]
     for (s, g), (_, w) in zip(got, want):
@@ -57,8 +63,8 @@ def test_feed_any_chunking_equals_slicing(geom, n, sizes, seed):
     got = []
     for c in split(sig, sizes):
         for start, w in rb.feed(c):
-            assert w.flags.c_contiguous and w.flags.writeable  # caller owns it
-            got.append((start, w))
+            assert w.flags.c_contiguous and not w.flags.writeable and np.shares_memory(w, rb._buf)  # zero-copy
+            got.append((start, w.copy()))
     assert_same(got, expected_windows(sig, window, hop))
     assert rb.written == n
 
@@ -124,27 +130,25 @@ class RingMachine(RuleBasedStateMachine):
         for start, w in self.rb.feed(self._chunk(n)):
             self._check_window(start, w)
 
-    @rule(use_out=st.booleans())
-    def read(self, use_out):
-        out = np.full(self.window, np.nan, np.float32) if use_out else None
-        item = self.rb.read_window(out)
+    @rule()
+    def read(self):
+        item = self.rb.read_window()
         if self.next + self.window > len(self.sig):
             assert item is None
             return
-        start, w = item
-        if use_out:
-            assert w is out
-        self._check_window(start, w)
+        self._check_window(*item)
 
     @precondition(lambda self: len(self.sig) > 0)
     @rule(frac=st.floats(0, 1))
     def latest(self, frac):
-        n = int(frac * min(len(self.sig), self.capacity))
-        np.testing.assert_array_equal(self.rb.latest(n), self.sig[len(self.sig) - n:])
+        n = int(frac * min(len(self.sig), self.window))
+        got = self.rb.latest(n)
+        assert not got.flags.writeable and np.shares_memory(got, self.rb._buf) or n == 0
+        np.testing.assert_array_equal(got, self.sig[len(self.sig) - n:])
 
     def _check_window(self, start, w):
         assert start == self.next
-        assert w.flags.c_contiguous and w.shape == (self.window,)
+        assert w.flags.c_contiguous and w.shape == (self.window,) and np.shares_memory(w, self.rb._buf)
         np.testing.assert_array_equal(w, self.sig[start:start + self.window])
         self.next += self.hop
 
@@ -162,40 +166,39 @@ TestRingMachine.settings = settings(max_examples=150, stateful_step_count=40, de
                                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def test_wraparound_uses_scratch_and_is_correct():
-    # capacity 7, window 5, hop 2: windows straddle the end of the storage regularly.
+def test_wrapping_windows_are_views_of_the_mirror_and_correct():
+    # capacity 7, window 5, hop 2: windows straddle the end of the capacity regularly and read on
+    # into the mirror of its start, so every window is one slice of the storage: nothing is copied.
     sig = np.arange(100, dtype=np.float32)
     rb = RingBuffer(5, 2, capacity=7)
+    assert rb._buf.shape == (7 + 5 - 1,)
     got, wrapped = [], 0
     for x in np.split(sig, range(2, 100, 2)):
         rb.write(x)
         for start, w in rb.windows():
-            wrapped += not np.shares_memory(w, rb._buf)
+            assert np.shares_memory(w, rb._buf)
+            wrapped += start % 7 + 5 > 7
             got.append((start, w.copy()))
-    assert wrapped > 10  # the scratch path really ran
+    assert wrapped > 10  # the mirror really was read
     assert_same(got, expected_windows(sig, 5, 2))
 
 
-def test_yielded_scratch_is_reused_between_yields():
-    rb = RingBuffer(4, 1, capacity=6)
-    rb.write(np.arange(6, dtype=np.float32))
-    views = [w for _, w in rb.windows()]  # starts 0, 1, 2: no wrap, views of the ring
-    assert all(np.shares_memory(v, rb._buf) for v in views)
-    rb.write(np.arange(6, 8, dtype=np.float32))
-    _, w3 = rb.read_window()  # samples 3..6 sit at positions 3, 4, 5, 0: wraps
-    np.testing.assert_array_equal(w3, [3, 4, 5, 6])
-    _, w4 = rb.read_window()  # 4..7 wraps too and lands in the same scratch array
-    assert w4 is w3
-    np.testing.assert_array_equal(w3, [4, 5, 6, 7])
+def test_windows_are_read_only_views_that_a_later_write_overwrites():
+    rb = RingBuffer(4, 4, capacity=4)
+    rb.write(np.arange(4, dtype=np.float32))
+    _, w = rb.read_window()
     with pytest.raises(ValueError, match="read-only"):
-        w3[0] = 1.0
+        w[0] = 1.0
+    rb.write(np.arange(4, 8, dtype=np.float32))  # the window's samples are gone: copy to keep
+    np.testing.assert_array_equal(w, [4, 5, 6, 7])
 
 
 def test_chunk_much_larger_than_capacity():
     window, hop = 64000, 8000
     sig = np.random.default_rng(1).standard_normal(16000 * 30).astype(np.float32)
-    rb = RingBuffer(window, hop)  # capacity 128000 < 480000
-    got = rb.feed(sig)
+    rb = RingBuffer(window, hop)  # capacity 72000 < 480000
+    assert rb.capacity == window + hop
+    got = fed(rb, sig)
     assert_same(got, expected_windows(sig, window, hop))
     with pytest.raises(BufferOverrunError):
         rb.write(sig)  # the strict path refuses what feed() splits
@@ -207,11 +210,11 @@ def test_hop_larger_than_window_skips_gap_without_needing_space():
     rb = RingBuffer(window, hop, capacity=4)
     # After the first window, the next needed sample is 50: a 40-sample write fits
     # although it is 10x the capacity, because none of it is needed.
-    got = rb.feed(sig[:10])
+    got = fed(rb, sig[:10])
     assert rb.free == 4 + 50 - 10
     rb.write(sig[10:50])
     got += list((s, w.copy()) for s, w in rb.windows())
-    got += rb.feed(sig[50:])
+    got += fed(rb, sig[50:])
     assert_same(got, expected_windows(sig, window, hop))
 
 
@@ -219,7 +222,7 @@ def test_zero_length_writes_change_nothing():
     rb = RingBuffer(3, 1)
     for _ in range(5):
         rb.write(np.zeros(0, np.float32))
-        assert rb.feed(np.zeros(0, np.float32)) == []
+        assert list(rb.feed(np.zeros(0, np.float32))) == []
     assert rb.written == 0 and rb.ready == 0 and list(rb.windows()) == []
     rb.write(np.ones(3, np.float32))
     rb.write(np.zeros(0, np.float32))
@@ -232,12 +235,12 @@ def test_absolute_offsets_keep_counting_past_capacity():
     for _ in range(1000):
         starts += [s for s, _ in rb.feed(np.ones(7, np.float32))]
     assert starts == list(range(0, 7000 - 9, 10))
-    assert rb.written == 7000 and rb._buf.shape == (10,)
+    assert rb.written == 7000 and rb._buf.shape == (10 + 9,)
 
 
 def test_reset_restarts_offsets():
     rb = RingBuffer(2, 2)
-    rb.feed(np.ones(5, np.float32))
+    list(rb.feed(np.ones(5, np.float32)))
     rb.reset()
     assert rb.written == 0 and rb.next_start == 0
     assert [s for s, _ in rb.feed(np.ones(4, np.float32))] == [0, 2]
@@ -265,7 +268,7 @@ def test_write_rejects_wrong_input(bad, exc, msg):
 def test_non_contiguous_input_is_accepted():
     sig = np.arange(40, dtype=np.float32)
     rb = RingBuffer(4, 4)
-    got = rb.feed(sig[::2])
+    got = fed(rb, sig[::2])
     assert_same(got, expected_windows(sig[::2].copy(), 4, 4))
 
 
@@ -284,15 +287,13 @@ def test_constructor_validation(kwargs, exc, msg):
         RingBuffer(**kwargs)
 
 
-def test_read_window_out_validation_and_ownership():
+def test_feed_checks_its_input_before_the_first_window_and_writes_as_windows_are_taken():
     rb = RingBuffer(4, 4)
-    rb.write(np.arange(8, dtype=np.float32))
-    with pytest.raises(AudioFormatError, match=r"shape \(4,\)"):
-        rb.read_window(np.empty(5, np.float32))
-    out = np.empty(4, np.float32)
-    start, w = rb.read_window(out)
-    assert w is out and start == 0  # the rejected call did not consume the window
-    np.testing.assert_array_equal(out, [0, 1, 2, 3])
+    with pytest.raises(AudioFormatError):
+        rb.feed(np.zeros(4, np.float64))  # at the call, not at the first next()
+    windows = rb.feed(np.arange(12, dtype=np.float32))
+    assert rb.written == 0  # nothing yet: the chunk is written piece by piece as windows are taken
+    assert [s for s, _ in windows] == [0, 4, 8] and rb.written == 12
 
 
 def test_latest_bounds():
@@ -300,24 +301,7 @@ def test_latest_bounds():
     rb.write(np.arange(3, dtype=np.float32))
     with pytest.raises(ValueError, match=r"n must be in 0..3"):
         rb.latest(4)
-    rb.feed(np.arange(3, 20, dtype=np.float32))
-    np.testing.assert_array_equal(rb.latest(6), np.arange(14, 20))
-    with pytest.raises(ValueError, match=r"0..6"):
-        rb.latest(7)
-
-
-def test_feed_copies_each_window_once_into_arrays_from_new_and_makes_no_scratch():
-    """feed reads straight from the ring into the caller's arrays: the scratch (a window of
-    memory per stream) exists only for zero-copy readers of a wrapping window."""
-    sig = np.arange(40, dtype=np.float32)
-    rb = RingBuffer(5, 2, capacity=7)
-    given: list[np.ndarray] = []
-
-    def new() -> np.ndarray:
-        given.append(np.empty(5, np.float32))
-        return given[-1]
-
-    got = [item for x in np.split(sig, range(3, 40, 3)) for item in rb.feed(x, new)]
-    assert_same(got, expected_windows(sig, 5, 2))
-    assert [w for _, w in got] == given and all(a is b for (_, a), b in zip(got, given))
-    assert rb._scratch is None
+    list(rb.feed(np.arange(3, 20, dtype=np.float32)))
+    np.testing.assert_array_equal(rb.latest(4), np.arange(16, 20))  # wraps: read on into the mirror
+    with pytest.raises(ValueError, match=r"0..4"):
+        rb.latest(5)  # at most a window: only that much is contiguous

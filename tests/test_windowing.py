@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +38,22 @@ def speech() -> np.ndarray:
     return load(LONG)
 
 
+def kept(win: StreamWindower, windows: Iterator[Window]) -> list[Window]:
+    """Take every window, checking that it is a view of the ring (nothing copied; a short clip's
+    tiled window excepted), and keep a copy of it (the ring writes over it later)."""
+    out = []
+    for w in windows:
+        assert w.tiled or np.shares_memory(w.samples, win._ring._buf)
+        assert w.samples.dtype == np.float32 and w.samples.shape == (win.options.window,)
+        out.append(replace(w, samples=w.samples.copy()))
+    return out
+
+
 def stream_all(win: StreamWindower, x: np.ndarray, chunk: int) -> list[Window]:
     out: list[Window] = []
     for i in range(0, len(x), chunk):
-        out += win.push(x[i:i + chunk])
-    return out + win.finish()
+        out += kept(win, win.push(x[i:i + chunk]))
+    return out + kept(win, win.finish())
 
 
 def test_speech_at_16k_windows_are_slices(speech):
@@ -57,10 +70,6 @@ def test_speech_at_16k_windows_are_slices(speech):
     assert tail.end_s == pytest.approx(14.085) and tail.start_s == pytest.approx(14.085 - 4.0)
     np.testing.assert_array_equal(tail.samples, speech[-W:])
     assert regular[-1] + W < total  # the tail really was uncovered
-    # Each window owns its array: safe to hand to another thread.
-    for a, b in zip(wins, wins[1:]):
-        assert not np.shares_memory(a.samples, b.samples)
-        assert a.samples.dtype == np.float32 and a.samples.shape == (W,) and a.samples.flags.c_contiguous
 
 
 def test_48k_stereo_equals_one_shot_downmix_and_resample(speech):
@@ -81,13 +90,13 @@ def test_48k_stereo_equals_one_shot_downmix_and_resample(speech):
 def test_windows_do_not_depend_on_chunking(speech, sizes, rate):
     x = soxr.resample(speech[:16000 * 6], 16000, rate).astype(np.float32)[:, None]
     one = StreamWindower("a", rate)
-    ref = one.push(x) + one.finish()
+    ref = kept(one, one.push(x)) + kept(one, one.finish())
     win = StreamWindower("a", rate)
     got, i, k = [], 0, 0
     while i < len(x):
-        got += win.push(x[i:i + sizes[k % len(sizes)]])
+        got += kept(win, win.push(x[i:i + sizes[k % len(sizes)]]))
         i, k = i + sizes[k % len(sizes)], k + 1
-    got += win.finish()
+    got += kept(win, win.finish())
     assert [(w.seq, w.start_s, w.end_s, w.tiled) for w in got] == [(w.seq, w.start_s, w.end_s, w.tiled) for w in ref]
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a.samples, b.samples, atol=1e-6)
@@ -96,7 +105,7 @@ def test_windows_do_not_depend_on_chunking(speech, sizes, rate):
 def test_short_clip_is_tiled_once():
     clip = load(SHORT)  # 1.645 s
     win = StreamWindower("short", 16000)
-    assert win.push(clip[:, None]) == []
+    assert list(win.push(clip[:, None])) == []
     (w,) = win.finish()
     assert w.tiled and w.seq == 0 and w.start_s == 0.0 and w.end_s == pytest.approx(1.645)
     np.testing.assert_array_equal(w.samples, np.resize(clip, W))
@@ -105,10 +114,10 @@ def test_short_clip_is_tiled_once():
 
 def test_exactly_one_window_has_no_tail_and_one_more_sample_has_one(speech):
     win = StreamWindower("a", 16000)
-    assert len(win.push(speech[:W, None])) == 1
-    assert win.finish() == []
+    assert len(list(win.push(speech[:W, None]))) == 1
+    assert list(win.finish()) == []
     win = StreamWindower("a", 16000)
-    win.push(speech[:W + 1, None])
+    assert len(list(win.push(speech[:W + 1, None]))) == 1
     (tail,) = win.finish()
     assert tail.seq == 1 and tail.start_s == 1 / 16000 and not tail.tiled
     np.testing.assert_array_equal(tail.samples, speech[1:W + 1])
@@ -128,7 +137,7 @@ def test_empty_stream_raises():
     with pytest.raises(EmptyStreamError, match="stream 'mic' ended without any audio"):
         StreamWindower("mic", 16000).finish()
     win = StreamWindower("mic", 48000)
-    win.push(np.zeros((0, 1), np.float32))
+    assert list(win.push(np.zeros((0, 1), np.float32))) == []
     with pytest.raises(EmptyStreamError):
         win.finish()
 
@@ -138,7 +147,7 @@ def test_non_finite_sample_names_stream_and_offset(speech, bad):
     x = np.stack([speech, speech], axis=1)[:48000].copy()
     x[30017, 1] = bad
     win = StreamWindower("call-42", 16000, channels=2)
-    win.push(x[:16000])
+    list(win.push(x[:16000]))
     with pytest.raises(NonFiniteAudioError, match=r"stream 'call-42'.*sample 30017 \(1\.876 s\)") as e:
         win.push(x[16000:40000])
     assert e.value.offset == 30017 and e.value.stream == "call-42"
@@ -146,7 +155,7 @@ def test_non_finite_sample_names_stream_and_offset(speech, bad):
 
 def test_huge_finite_samples_are_not_mistaken_for_nan():
     win = StreamWindower("loud", 16000)
-    win.push(np.full((1000, 1), 3e38, np.float32))  # the float32 sum overflows to inf
+    list(win.push(np.full((1000, 1), 3e38, np.float32)))  # the float32 sum overflows to inf
     assert win.frames_in == 1000
 
 
@@ -158,13 +167,13 @@ def test_arrival_is_the_push_that_completed_the_window(speech):
         for w in win.push(speech[i:i + 4000, None]):
             arrivals.append(w.arrival)
     assert arrivals == [15.0, 17.0, 19.0]  # pushes 16, 18, 20 complete windows at 4, 4.5, 5 s
-    assert win.push(speech[:8000, None], arrival=123.5)[0].arrival == 123.5
+    assert [w.arrival for w in win.push(speech[:8000, None], arrival=123.5)] == [123.5]
 
 
 def test_push_after_finish_and_double_finish():
     win = StreamWindower("a", 16000)
-    win.push(np.zeros((100, 1), np.float32))
-    win.finish()
+    list(win.push(np.zeros((100, 1), np.float32)))
+    list(win.finish())
     with pytest.raises(RuntimeError, match="push\\(\\) after finish"):
         win.push(np.zeros((1, 1), np.float32))
     with pytest.raises(RuntimeError, match="twice"):
@@ -208,7 +217,8 @@ def test_memory_does_not_grow_with_stream_length(speech):
 
     def run(seconds: int) -> None:
         for _ in range(seconds * 10):
-            win.push(chunk)  # windows dropped at once, as a consumer would
+            for _w in win.push(chunk):  # each window dropped at once, as a consumer would
+                pass
 
     run(60)
     tracemalloc.start()
@@ -218,7 +228,7 @@ def test_memory_does_not_grow_with_stream_length(speech):
     after_6 = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert after_6 - after_1 < 64 * 1024, (after_1, after_6)
-    assert win._ring.capacity == 2 * W
+    assert win._ring.capacity == W + HOP and win._ring._buf.shape == (2 * W + HOP - 1,)
 
 
 def test_realtime_package_does_not_import_torch_or_training():
@@ -232,21 +242,20 @@ def test_realtime_package_does_not_import_torch_or_training():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
-def test_windows_reuse_arrays_only_when_released_and_keep_samples_while_held(speech):
-    """The pooled window arrays: no allocation per window once the pool holds what is in flight,
-    and a window someone keeps (an alert clip, a display) keeps its samples."""
-    win = StreamWindower("pooled", 16000)
-    chunks = [speech[i:i + 1600, None] for i in range(0, len(speech) - 1600, 1600)]
-    kept = [w for c in chunks[:60] for w in win.push(c)]  # all held: every window its own array
-    assert len({id(w.samples) for w in kept}) == len(kept)
-    for w in kept:
+def test_windows_of_a_push_must_all_be_taken_before_the_next_push(speech):
+    """The ring writes a chunk as its windows are taken: a push (or finish) before the last push's
+    windows were all taken would lose audio, so it is refused."""
+    win = StreamWindower("a", 16000)
+    windows = win.push(speech[:3 * W, None])  # chunk > free: written piece by piece
+    first = next(windows)
+    np.testing.assert_array_equal(first.samples, speech[:W])
+    with pytest.raises(RuntimeError, match="before every window of the last push"):
+        win.push(speech[:1, None])
+    with pytest.raises(RuntimeError, match="before every window of the last push"):
+        win.finish()
+    rest = kept(win, windows)
+    assert [w.seq for w in rest] == list(range(1, len(range(0, 2 * W + 1, HOP))))
+    for w in rest:
         s = round(w.start_s * 16000)
         np.testing.assert_array_equal(w.samples, speech[s:s + W])
-    ids = set()
-    for c in chunks[60:]:
-        for w in win.push(c):  # each dropped at once, as a consumer done with it would
-            ids.add(id(w.samples))
-    assert len(ids) <= 2 and len(win._pool) <= len(kept) + 2  # the held ones, and at most 2 more
-    for w in kept:  # still intact after later windows reused other arrays
-        s = round(w.start_s * 16000)
-        np.testing.assert_array_equal(w.samples, speech[s:s + W])
+    assert list(win.push(speech[3 * W:3 * W + 1, None])) == []  # all taken: the next push goes on

@@ -27,7 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from realtime.options import DetectorOptions  # noqa: E402
+from realtime.batcher import BatcherOptions  # noqa: E402
+from realtime.options import DetectorOptions, WindowingOptions  # noqa: E402
 from realtime.session import LiveDetector  # noqa: E402
 
 CHUNK = 1600  # 0.1 s at 16 kHz
@@ -52,7 +53,8 @@ def rss_mb() -> float:
 
 
 async def run(streams: int, seconds: float, hop_s: float) -> dict:
-    det = LiveDetector(StubEngine(), DetectorOptions(hop_s=hop_s, max_batch=64)).start()  # type: ignore[arg-type]
+    options = DetectorOptions(windowing=WindowingOptions(hop_s=hop_s), batching=BatcherOptions(max_batch=64))
+    det = LiveDetector(StubEngine(), options).start()  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal((CHUNK * 50, 1)) * 0.1).astype(np.float32)  # 5 s, looped
     sessions = [det.open_stream(f"s{i}", 16000, policy="block") for i in range(streams)]

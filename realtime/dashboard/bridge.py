@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -73,7 +73,8 @@ class Bridge:
             self._model, self._model_sent = info, False
 
     def window(self, window: Window) -> None:
-        # Window.samples is owned by the window (see realtime.windowing): no copy needed.
+        # Window.samples is a view of the stream's ring, overwritten as the stream goes on: keep a copy.
+        window = replace(window, samples=window.samples.copy())
         with self._lock:
             self._windows[window.stream] = window
 
