@@ -24,7 +24,7 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     By default glibc raises that threshold each time such a block is freed, after which each
     stream's ring buffer and the batch buffers (256 KB and up) come from the heap: the heap's
     high-water mark then stays resident (measured: +60 MB per round of 200 streams, never given
-    back; 50 streams ended: 167 MB kept against 47 MB pinned, tools/window_path.py) and ``calloc``
+    back; 50 streams ended: 70 MB kept against 45 MB pinned, tools/window_path.py) and ``calloc``
     touches pages it would otherwise leave unmapped (an idle stream cost ~300 KB instead of
     ~25 KB). Pinned, freed blocks go back to the system at once; since windows are views of the
     ring and batches reuse pooled buffers (realtime.batch_rows) the cost is a few mmap calls per
