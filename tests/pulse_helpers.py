@@ -8,9 +8,11 @@ of the default source hears.
 PortAudio reaches it through ALSA: ``libasound2-plugins`` defines the ALSA device
 ``pulse`` (it appears in PortAudio as the device named ``pulse``), and the pulse plugin
 (libpulse) connects to the server in ``PULSE_SERVER``. So a capture process needs
-:attr:`PulseAudio.env` in its environment *before* PortAudio initialises (PortAudio probes
-devices once; in-process, call :func:`use_in_process`, which rescans). In a subprocess, e.g.
-``realtime-detect --input mic --device pulse``, pass ``env={**os.environ, **pa.env}``.
+:attr:`PulseAudio.env` in its environment when PortAudio initialises (PortAudio probes
+devices once, and lists ``pulse`` only if a daemon answered then; the plugin reads
+``PULSE_SERVER`` again at each stream open). In-process, call :func:`use_in_process`. In a
+subprocess, e.g. ``realtime-detect --input mic --device pulse``, pass
+``env={**os.environ, **pa.env}``.
 
 Root: the daemon runs in user mode (``-n``: no default.pa, only the modules given; no
 D-Bus, no autospawn); as root PulseAudio only warns ("not intended to be run as root"),
@@ -147,22 +149,41 @@ class PulseAudio:
 
 
 def use_in_process(pa: PulseAudio, monkeypatch: object) -> None:
-    """Point this process's PortAudio at ``pa`` (env via pytest's monkeypatch, then a device rescan)."""
+    """Point this process's PortAudio at ``pa`` (env via pytest's monkeypatch), rescanning the
+    devices only if PortAudio does not list ``pulse`` yet.
+
+    Rescan no more than that: re-initialising PortAudio closes every stream in the process, and
+    blocks for good on one an earlier test left stuck in libpulse (a killed sound server can
+    deadlock it; MicSource then abandons the stream). Nothing needs forgetting afterwards either:
+    streams opened later connect to whatever ``PULSE_SERVER`` says then.
+    """
     for k, v in pa.env.items():
         monkeypatch.setenv(k, v)  # type: ignore[attr-defined]
-    rescan_portaudio()
+    from realtime.sources.audio_devices import import_sounddevice, input_devices
+
+    devices, _ = input_devices(import_sounddevice())
+    if all(d["name"] != PORTAUDIO_DEVICE for d in devices):
+        rescan_portaudio()
 
 
 def rescan_portaudio(timeout: float = 20.0) -> None:
     """Re-initialise PortAudio so it probes the ALSA devices again (with the current environment).
 
-    In a daemon thread, bounded: PortAudio's terminate can block for good on a sound server
-    that went away, and a test must fail rather than hang the run.
+    Bounded, in a daemon thread: first MicSource's helper threads must leave PortAudio (its
+    terminate would race them, or block for good behind a stuck close), then the rescan itself
+    runs; a test must fail rather than hang the run.
     """
     import threading
 
+    from realtime.sources import mic
     from realtime.sources.audio_devices import import_sounddevice, rescan_devices
 
+    deadline = time.monotonic() + timeout
+    for t in list(mic._portaudio_threads):
+        t.join(max(0.0, deadline - time.monotonic()))
+    if mic._portaudio_threads:
+        raise TimeoutError(f"a MicSource stream open or close did not return within {timeout:g} s "
+                           "(stuck in libpulse?); re-initialising PortAudio would block behind it")
     sd = import_sounddevice()
     failure: list[BaseException] = []
 
@@ -174,7 +195,7 @@ def rescan_portaudio(timeout: float = 20.0) -> None:
 
     t = threading.Thread(target=run, name="portaudio-rescan", daemon=True)
     t.start()
-    t.join(timeout)
+    t.join(max(0.0, deadline - time.monotonic()))
     if t.is_alive():
         raise TimeoutError(f"PortAudio did not re-initialise within {timeout:g} s")
     if failure:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import importlib.abc
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,12 +23,15 @@ import soxr
 from realtime.errors import AudioInputError
 from realtime.sources import Source
 from realtime.sources import mic as mic_mod
-from realtime.sources.audio_devices import (AudioDeviceError, MicUnavailableError, import_sounddevice,
-                                            resolve_device)
+from realtime.sources.audio_devices import (
+    AudioDeviceError,
+    MicUnavailableError,
+    import_sounddevice,
+    resolve_device,
+)
 from realtime.sources.capture_ring import CaptureRing
 from realtime.sources.mic import MicSource
 from realtime.windowing import StreamWindower
-
 from tests import pulse_helpers
 from tests.conftest import accounted_seqs, kept_windows, speech
 
@@ -144,15 +147,56 @@ def test_a_stream_that_never_closes_is_abandoned_not_waited_for():
     src = MicSource.__new__(MicSource)
     src._sd = types.SimpleNamespace(_exit_handler=lambda: None)
     src._gen, src.stuck, src.close_timeout_s = 0, False, 0.2
-    src._stream = stuck = StuckStream()
+    src._stream = StuckStream()
+    before = set(mic_mod._portaudio_threads)
     t0 = time.monotonic()
     try:
         asyncio.run(src._close_stream())
         assert time.monotonic() - t0 < 5
-        assert src.stuck and src._stream is None and stuck in mic_mod._stuck_streams
+        assert src.stuck and src._stream is None
+        # Its helper thread still counts as inside PortAudio: no rescan may terminate PortAudio under it.
+        [helper] = mic_mod._portaudio_threads - before
     finally:
         release.set()
-        mic_mod._stuck_streams.remove(stuck)
+    helper.join(5)
+    assert helper not in mic_mod._portaudio_threads
+
+
+def test_a_close_cancelled_by_asyncio_run_still_finishes_and_releases_the_source():
+    """``return`` inside ``async for`` leaves the generator to the loop, and asyncio.run cancels its
+    aclose() while the stream closes: the close still finishes before asyncio.run returns (left
+    running, it raced the next PortAudio call), and the source no longer counts as open (a stale
+    entry stopped every later reconnect from rescanning)."""
+    import types
+
+    class SlowStream:
+        closed = False
+
+        def abort(self, ignore_errors=False):
+            time.sleep(0.5)  # still closing when asyncio.run cancels the aclose() task
+
+        def close(self, ignore_errors=False):
+            self.closed = True
+
+    stream = SlowStream()
+    src = MicSource.__new__(MicSource)  # no device needed: the open hands over the stream and a block
+    src._sd = types.SimpleNamespace(_exit_handler=lambda: None)
+    src._clock, src._ring, src.sample_rate = time.monotonic, CaptureRing(64, 1), 16000
+    src._gen, src._running, src.stuck, src.close_timeout_s = 0, False, False, 5.0
+
+    async def start(rescan):
+        src._stream = stream
+        src._ring.put(np.ones((8, 1), np.float32))
+
+    src._start = start
+
+    async def run():
+        async for _chunk, _rate in src:
+            return
+
+    asyncio.run(asyncio.wait_for(run(), 10))  # in its own task, as the audio tests run
+    assert stream.closed and not src.stuck
+    assert not src._running and id(src) not in MicSource._open_sources
 
 
 def test_in_daemon_thread_returns_raises_and_times_out():
@@ -215,14 +259,12 @@ def pulse(tmp_path, monkeypatch):
     _stack_or_skip()
     pa = pulse_helpers.PulseAudio(tmp_path / "pulse", rate=48000, channels=1)
     pa.start()
-    pulse_helpers.use_in_process(pa, monkeypatch)
-    yield pa
-    # PortAudio forgets the daemon while it still answers: terminating PortAudio after the daemon
-    # died could block for good (it hung the whole run once).
-    monkeypatch.undo()
     try:
-        pulse_helpers.rescan_portaudio()
+        pulse_helpers.use_in_process(pa, monkeypatch)
+        yield pa
     finally:
+        # No PortAudio re-initialisation after the test (see use_in_process): its terminate would
+        # block for good on a stream the test left stuck by killing the daemon under it.
         pa.stop()
 
 

@@ -20,7 +20,8 @@ open is not retried: a wrong ``--device`` fails at once.
 Opening and closing streams run in daemon threads with timeouts, because a sound server
 that dies can deadlock libpulse under PortAudio (seen with PulseAudio 16.1 through the ALSA
 pulse plugin); a stream whose close never returns is abandoned (``stuck`` becomes True)
-rather than hanging the event loop or the process exit.
+rather than hanging the event loop or the process exit. PortAudio is not re-initialised
+while such a call is still running: its terminate would close that stream too.
 
 Devices are listed and chosen by :mod:`realtime.sources.audio_devices`, which imports
 sounddevice on first use (extra ``realtime-detect[mic]``; PortAudio: Debian ``libportaudio2``).
@@ -40,8 +41,14 @@ from typing import Any
 import numpy as np
 
 from ..resample import MAX_CHANNELS, MAX_RATE, MIN_RATE
-from .audio_devices import (AudioDeviceError, DeviceSpec, import_sounddevice, input_devices, rescan_devices,
-                            resolve_device)
+from .audio_devices import (
+    AudioDeviceError,
+    DeviceSpec,
+    import_sounddevice,
+    input_devices,
+    rescan_devices,
+    resolve_device,
+)
 from .capture_ring import CaptureRing
 
 __all__ = ["MicSource", "list_devices"]
@@ -68,14 +75,19 @@ def list_devices() -> str:
     return "\n".join(lines)
 
 
-_stuck_streams: list[Any] = []  # streams whose close never returned (kept alive, see MicSource._close_stream)
+# Helper threads still inside a PortAudio call, awaited or not (a close stuck in libpulse stays
+# here for good, keeping its stream alive). PortAudio must not be terminated while one runs:
+# terminating closes every stream, racing that call, or blocking for good behind a stuck one.
+_portaudio_threads: set[threading.Thread] = set()
 
 
-async def _in_daemon_thread(fn: Callable[[], Any], timeout: float) -> Any:
+async def _in_daemon_thread(fn: Callable[[], Any], timeout: float, *, finish_on_cancel: bool = False) -> Any:
     """``fn()`` in a new daemon thread; its result, its exception, or TimeoutError after ``timeout`` s.
 
     Not asyncio.to_thread: executor threads are joined at interpreter exit, so one stuck
     in PortAudio would hang the exit; a daemon thread is left behind.
+    With ``finish_on_cancel``, a cancellation first waits for ``fn`` (until the same deadline):
+    asyncio.run cancels every task as it ends, a generator's aclose() among them.
     """
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
@@ -91,16 +103,23 @@ async def _in_daemon_thread(fn: Callable[[], Any], timeout: float) -> Any:
             ok, value = False, e
         else:
             ok, value = True, result
+        finally:
+            _portaudio_threads.discard(thread)  # before the result: whoever it wakes sees the call over
         try:
             loop.call_soon_threadsafe(deliver, ok, value)
         except RuntimeError:  # the loop is gone: nobody waits any more
             pass
 
-    threading.Thread(target=run, name="realtime-mic", daemon=True).start()
+    thread = threading.Thread(target=run, name="realtime-mic", daemon=True)
+    _portaudio_threads.add(thread)
+    thread.start()
+    deadline = loop.time() + timeout
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             return await asyncio.shield(fut)
-    except (TimeoutError, asyncio.CancelledError):
+    except (TimeoutError, asyncio.CancelledError) as e:
+        if finish_on_cancel and isinstance(e, asyncio.CancelledError):
+            await asyncio.wait([fut], timeout=max(0.0, deadline - loop.time()))
         # A late exception is nobody's business any more; retrieve it so asyncio does not log it.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         raise
@@ -278,28 +297,36 @@ class MicSource:
                                    "(audio system stuck?)") from None
 
     async def _close_stream(self) -> None:
-        """Stop and close the stream, waiting at most ``close_timeout_s``.
+        """Stop and close the stream, waiting at most ``close_timeout_s``, even when cancelled
+        meanwhile (a close left running would race the next PortAudio call, a rescan's terminate).
 
         A sound server that dies can deadlock inside libpulse/ALSA, and PortAudio's abort
         then waits forever for its audio thread. Such a stream is abandoned: kept referenced
-        (its C callbacks must stay valid), never touched again, and sounddevice's exit
-        handler, which would try to close it and hang the process at exit, is unregistered.
+        by its helper thread (its C callbacks must stay valid), never touched again, and
+        sounddevice's exit handler, which would try to close it and hang the process at exit,
+        is unregistered.
         """
         self._gen += 1
         stream, self._stream = self._stream, None
         if stream is None:
             return
+        closed = threading.Event()
 
         def close() -> None:
-            stream.abort(ignore_errors=True)  # abort(): no waiting for queued buffers
-            stream.close(ignore_errors=True)
+            try:
+                stream.abort(ignore_errors=True)  # abort(): no waiting for queued buffers
+                stream.close(ignore_errors=True)
+            finally:
+                closed.set()
 
         try:
-            await _in_daemon_thread(close, self.close_timeout_s)
+            await _in_daemon_thread(close, self.close_timeout_s, finish_on_cancel=True)
         except TimeoutError:
-            _stuck_streams.append(stream)
-            atexit.unregister(self._sd._exit_handler)
-            self.stuck = True
+            pass
+        finally:
+            if not closed.is_set():
+                atexit.unregister(self._sd._exit_handler)
+                self.stuck = True
 
     def _why_lost(self) -> str | None:
         """Why the running stream counts as lost, or None while it delivers."""
@@ -318,8 +345,8 @@ class MicSource:
         for attempt in range(self.max_retries):
             await asyncio.sleep(min(0.25 * 2 ** attempt, 8.0))
             # Rescan so a replugged device is found, unless that would close another source's
-            # stream, or hang on an abandoned one (PortAudio's terminate closes every stream).
-            rescan = MicSource._open_sources == {id(self)} and not _stuck_streams
+            # stream or one still being opened or closed (PortAudio's terminate closes every stream).
+            rescan = MicSource._open_sources == {id(self)} and not _portaudio_threads
             try:
                 await self._start(rescan)
             except (self._sd.PortAudioError, AudioDeviceError) as e:
@@ -373,9 +400,11 @@ class MicSource:
                 finally:
                     self._waiting = False
         finally:
-            await self._close_stream()
-            MicSource._open_sources.discard(id(self))
-            self._running = False
+            try:
+                await self._close_stream()
+            finally:  # also when cancelled while closing: a stale id would stop every later rescan
+                MicSource._open_sources.discard(id(self))
+                self._running = False
 
     def __repr__(self) -> str:
         return (f"MicSource({self.device_label}, stream_id={self.stream_id!r}, "
