@@ -69,6 +69,16 @@ class Engine(ABC):
     supports_split: ClassVar[bool] = False
 
     @classmethod
+    def has_split_view(cls, config: ModelConfig) -> bool:
+        """Whether the checkpoint records the network graph this backend's split path runs."""
+        return False
+
+    @property
+    def split(self) -> bool:
+        """Whether this engine was loaded with ``split`` (``feature_logits`` runs)."""
+        return False
+
+    @classmethod
     @abstractmethod
     def from_request(cls, request: EngineRequest) -> Engine:
         """The one constructor the registry calls (``engines.load``)."""
