@@ -337,7 +337,7 @@ class MicroBatcher:
 
     def _warm_up(self) -> None:
         """Let the engine reach its memory high-water mark for ``parallel`` concurrent calls now."""
-        warm_up = getattr(self.engine, "warm_up", None)  # optional: test doubles have none
+        warm_up = self.hop.warm_up if self.hop is not None else getattr(self.engine, "warm_up", None)  # doubles: none
         if warm_up is None:
             return
         try:

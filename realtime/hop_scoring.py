@@ -10,6 +10,9 @@ to the front end in the order they were submitted (its rows may not be: a shed w
 taken by the batch's last), so each stream's frames advance in stream order whatever ``parallel``
 is; the network then runs on parts of the batch concurrently.
 
+numpy's BLAS must run on one thread (the CLI sets ``OPENBLAS_NUM_THREADS=1``): else it fans the front
+end's small filterbank product out over every core with threads that spin between calls.
+
 A window that does not start exactly one hop after its stream's last scored window (the first, one
 after a shed or skipped window, a stream's final flush window) is computed whole and restarts the
 stream's frames: the front end compares absolute sample starts, so no gap mixes audio across it.
@@ -47,6 +50,8 @@ class SplitEngine(Protocol):
 
     def feature_logits(self, features: np.ndarray) -> np.ndarray: ...
 
+    def warm_up(self, concurrency: int, network_only: bool) -> None: ...
+
 
 class HopScoring:
     """The streaming front end of one engine and window geometry, and its network."""
@@ -54,6 +59,12 @@ class HopScoring:
     def __init__(self, engine: SplitEngine, layout: HopLayout) -> None:
         self.frontend = HopFrontEnd(layout)
         self.network = engine.feature_logits
+        self._engine = engine
+
+    def warm_up(self, concurrency: int) -> None:
+        """The network graph's warm-up alone: the whole window's graph never runs here, so its
+        arena stays empty."""
+        self._engine.warm_up(concurrency, network_only=True)
 
     def stream(self) -> StreamFrames:
         """A new stream's frames (freed with the stream: ``nbytes`` each)."""

@@ -207,3 +207,19 @@ def test_cli_refuses_hop_frontend_on_in_one_line(capsys: pytest.CaptureFixture[s
     assert cli_main(["--input", clip, "--offline", "--model", "resmax", "--hop-frontend", "on"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--hop-frontend on cannot apply: the window hop (8000 samples)" in err
+
+
+def test_per_hop_batcher_warms_up_the_network_graph_alone() -> None:
+    """The whole window's graph never runs on the per-hop path: its arena is never filled."""
+    engine = engines.load("specrnet", engine="onnx", split=True)
+    runs: list[str] = []
+    for name in ("session", "network_session"):
+        run = getattr(engine, name).run
+        setattr(getattr(engine, name), "run", lambda out, feeds, run=run, name=name: runs.append(name) or run(out, feeds))
+    b = MicroBatcher(engine, BatcherOptions(parallel=2), hop=hop_scoring(engine, model_window(engine), "on")[0])
+    b.start()
+    b.stop()
+    b.join(60)
+    assert runs == ["network_session", "network_session"]
+    with pytest.raises(engines.EngineError, match="loaded without split=True"):
+        engines.load("specrnet", engine="onnx").warm_up(1, network_only=True)

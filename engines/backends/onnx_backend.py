@@ -142,8 +142,9 @@ class OnnxEngine(Engine):
     def _network_logits(self, features: np.ndarray) -> np.ndarray:
         return self.network_session.run(None, {FEATURES_NAME: features})[0].reshape(-1)
 
-    def _warm_once(self, windows: np.ndarray) -> None:
-        super()._warm_once(windows)
+    def _warm_once(self, windows: np.ndarray, network_only: bool = False) -> None:
+        if not network_only:
+            super()._warm_once(windows)
         if self.network_session is not None:
             self.feature_logits(np.zeros((len(windows), *self.features_shape), dtype=np.float32))
 
