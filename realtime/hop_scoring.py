@@ -125,8 +125,8 @@ def hop_scoring(engine: object, window: WindowOptions, mode: Mode) -> tuple[HopS
     elif isinstance(layout := _layout(engine.config, window), str):  # type: ignore[attr-defined]
         reason = layout
     else:
-        kb = layout.config.n_features * layout.interior * 4 / 1000
-        return HopScoring(engine, layout), f"front end once per hop ({kb:.0f} KB per stream)"  # type: ignore[arg-type]
+        hop = HopScoring(engine, layout)  # type: ignore[arg-type]
+        return hop, f"front end once per hop ({hop.stream().nbytes / 1000:.0f} KB per stream)"
     if mode == "on":
         raise ValueError(f"--hop-frontend on cannot apply: {reason}")
     return None, f"whole windows: {reason}"
