@@ -90,7 +90,8 @@ class BatchStream:
 
     Use it from the event loop it was opened on. ``in_flight`` counts windows submitted and
     not yet delivered; ``shed`` counts this stream's windows dropped under overload. ``frames``:
-    its spectrogram frames when the batcher scores per hop (read by the worker; freed at release).
+    its spectrogram frames when the batcher scores per hop (made and read by the worker at its first
+    scored window; freed at release).
     """
 
     __slots__ = ("name", "policy", "keep_samples", "_batcher", "_deliver", "_loop", "_queued", "_room",

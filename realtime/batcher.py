@@ -213,8 +213,6 @@ class MicroBatcher:
             raise ValueError(f"policy {policy!r} not accepted; accepted: {', '.join(POLICIES)}")
         loop = asyncio.get_running_loop()  # RuntimeError outside a loop: deliveries need one
         stream = BatchStream(self, name, deliver, loop, policy, keep_samples)
-        if self.hop is not None:
-            stream.frames = self.hop.stream()
         with self._cond:
             if self._stopping:
                 raise BatcherClosedError(f"stream {name!r}: the batcher is closed")

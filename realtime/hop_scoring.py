@@ -31,7 +31,7 @@ from .windowing import WindowOptions
 if TYPE_CHECKING:  # pragma: no cover
     from engines.checkpoint import ModelConfig
 
-    from .batch_stream import QueuedItem
+    from .batch_stream import BatchStream, QueuedItem
     from .options import DetectorOptions
 
 __all__ = ["HOP_FRONTEND_MODES", "HopScoring", "hop_scoring", "split_request"]
@@ -70,6 +70,13 @@ class HopScoring:
         """A new stream's frames (freed with the stream: ``nbytes`` each)."""
         return self.frontend.stream()
 
+    def _frames(self, stream: BatchStream) -> StreamFrames:
+        """``stream``'s frames, made at its first scored window: an idle stream holds none (glibc
+        keeps these 127-KB blocks on its heap, below the server's mmap threshold, once touched)."""
+        if stream.frames is None:
+            stream.frames = self.stream()
+        return stream.frames
+
     def features(self, batch: Sequence[QueuedItem], data: np.ndarray) -> np.ndarray:
         """Features [n, 1, n_features, frames] of the ``n`` windows in ``data``'s rows, row order;
         ``batch`` is the batch's items in queue order (tombstones and unscored windows too)."""
@@ -78,7 +85,7 @@ class HopScoring:
         rate = self.frontend.layout.config.sample_rate
         # start_s is start / rate for a whole sample count: rounding recovers it exactly.
         starts = [round(it.window.start_s * rate) for it in items]
-        frames = [it.stream.frames for it in items]
+        frames = [self._frames(it.stream) for it in items]
         if order == list(range(len(order))):
             return self.frontend.features(frames, starts, data)
         feats = self.frontend.features(frames, starts, data[order])  # rare: only after a shed

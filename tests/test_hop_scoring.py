@@ -133,7 +133,7 @@ def test_a_batch_out_of_row_order_is_fed_to_the_front_end_in_submit_order(engine
     hop, _ = hop_scoring(engine, model_window(engine), "on")
     assert hop is not None
     stream = BatchStream.__new__(BatchStream)
-    stream.frames = hop.stream()
+    stream.frames = None  # made at its first window
     ws = windows["a"][:3]
     items = [QueuedItem(stream, w, True, 0.0) for w in ws]
     rows = [0, 2, 1]  # window 1 sits in row 2, window 2 in row 1
@@ -154,13 +154,16 @@ def test_stream_state_is_freed_when_streams_close(engine) -> None:
     async def main() -> None:
         b = MicroBatcher(engine, BatcherOptions(max_wait_ms=1),
                          hop=hop_scoring(engine, model_window(engine), "on")[0]).start()
-        handles = []
-        for k in range(40):
-            h = b.open_stream(f"s{k}", lambda r: None)
-            assert isinstance(h.frames, StreamFrames)
+        idle = b.open_stream("idle", lambda r: None)
+        handles = [b.open_stream(f"s{k}", lambda r: None) for k in range(40)]
+        for h in handles:
             h.submit(Window(h.name, 0, 0.0, 4.0, np.zeros(64000, np.float32), time.monotonic()))
+        await _wait(lambda: all(h.in_flight == 0 for h in handles))
+        assert all(isinstance(h.frames, StreamFrames) for h in handles) and idle.frames is None
+        for h in handles:
+            h.submit(Window(h.name, 1, 0.5, 4.5, np.zeros(64000, np.float32), time.monotonic()))
             h.close()  # with its window still in flight: freed once delivered
-            handles.append(h)
+        idle.close()
         await _wait(lambda: all(h.in_flight == 0 for h in handles))
         assert all(h.frames is None for h in handles)
         assert b.stats().streams == 0
