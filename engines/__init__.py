@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from engines.backends import BACKENDS, backend_class, register
 from engines.checkpoint import ONNX_NAME, read_config, resolve_dir
@@ -79,13 +79,14 @@ def _auto(folder: Path) -> str:
 
 
 def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int = 1, max_batch: int = 64,
-         device: str | None = None, triton: TritonOptions | None = None, split: bool = False) -> Engine:
+         device: str | None = None, triton: TritonOptions | None = None, split: bool | Literal["auto"] = False) -> Engine:
     """Load a checkpoint into an engine; ``auto`` picks the fastest available here.
 
     ``triton`` (where the server is) is required by, and only used by, engine ``triton``;
     ``threads`` above 1 only by the CPU engines. ``split`` (backends with ``supports_split``: onnx,
     onnx-int8) also loads the network alone, for features from the streaming front end
-    (``engines.hop_frontend``): ``engine.feature_logits(features)``.
+    (``engines.hop_frontend``): ``engine.feature_logits(features)``; ``split="auto"`` does so where
+    the backend supports it and the checkpoint has its network graph (``engine.split`` says which).
     """
     if engine != "auto":
         backend_class(engine)  # an unknown name fails before the checkpoint is read
@@ -95,7 +96,9 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
     config = read_config(folder)
     name = _auto(folder) if engine == "auto" else engine
     cls = backend_class(name)
-    if split and not cls.supports_split:
+    if split == "auto":
+        split = cls.supports_split and cls.has_split_view(config)
+    elif split and not cls.supports_split:
         raise EngineError(f"split is for engines {split_engines()}, not {name!r}")
     if engine != "auto":
         if threads > 1 and not cls.uses_threads:

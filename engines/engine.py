@@ -69,6 +69,16 @@ class Engine(ABC):
     supports_split: ClassVar[bool] = False
 
     @classmethod
+    def has_split_view(cls, config: ModelConfig) -> bool:
+        """Whether the checkpoint records the network graph this backend's split path runs."""
+        return False
+
+    @property
+    def split(self) -> bool:
+        """Whether this engine was loaded with ``split`` (``feature_logits`` runs)."""
+        return False
+
+    @classmethod
     @abstractmethod
     def from_request(cls, request: EngineRequest) -> Engine:
         """The one constructor the registry calls (``engines.load``)."""
@@ -127,25 +137,28 @@ class Engine(ABC):
         z = self.logits(windows)
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))).astype(np.float32)
 
-    def warm_up(self, concurrency: int = 1) -> None:
+    def warm_up(self, concurrency: int = 1, network_only: bool = False) -> None:
         """Run ``concurrency`` simultaneous calls of ``preferred_batch`` silent windows.
 
         Lazy initialisation happens here instead of on the first real window, and allocators that
         keep their high-water mark (ONNX Runtime's arena) reach it at start-up, so a server's
-        memory does not climb hours later when the first full batch arrives.
+        memory does not climb hours later when the first full batch arrives. ``network_only``
+        (loaded with split): only the network graph, for a caller that never runs whole windows.
         """
+        if network_only and not self.split:
+            raise EngineError(f"engine {self.name} was loaded without split=True: it has no network graph")
         x = np.zeros((self.preferred_batch, self.window_samples), dtype=np.float32)
         if concurrency <= 1:
-            self._warm_once(x)
+            self._warm_once(x, network_only)
             return
         with ThreadPoolExecutor(concurrency - 1, thread_name_prefix="warm-up") as pool:
-            others = [pool.submit(self._warm_once, x) for _ in range(concurrency - 1)]
-            self._warm_once(x)
+            others = [pool.submit(self._warm_once, x, network_only) for _ in range(concurrency - 1)]
+            self._warm_once(x, network_only)
             for f in others:
                 f.result()
 
-    def _warm_once(self, windows: np.ndarray) -> None:
-        """One warm-up call; engines with more than one graph run each."""
+    def _warm_once(self, windows: np.ndarray, network_only: bool = False) -> None:
+        """One warm-up call; engines with more than one graph run each (or the network alone)."""
         self.score(windows)
 
     def info(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from .aggregate import sigmoid
 from .windowing import Window
 
 if TYPE_CHECKING:  # pragma: no cover
+    from engines.hop_frontend import StreamFrames
+
     from .batch_rows import BatchRows
     from .batcher import MicroBatcher
 
@@ -87,11 +89,13 @@ class BatchStream:
     """One stream's handle on a :class:`MicroBatcher` (from :meth:`MicroBatcher.open_stream`).
 
     Use it from the event loop it was opened on. ``in_flight`` counts windows submitted and
-    not yet delivered; ``shed`` counts this stream's windows dropped under overload.
+    not yet delivered; ``shed`` counts this stream's windows dropped under overload. ``frames``:
+    its spectrogram frames when the batcher scores per hop (made and read by the worker at its first
+    scored window; freed at release).
     """
 
     __slots__ = ("name", "policy", "keep_samples", "_batcher", "_deliver", "_loop", "_queued", "_room",
-                 "in_flight", "submitted", "shed", "closed")
+                 "in_flight", "submitted", "shed", "closed", "frames")
 
     def __init__(self, batcher: MicroBatcher, name: str, deliver: Callable[[WindowResult], None],
                  loop: asyncio.AbstractEventLoop, policy: Policy, keep_samples: bool = False) -> None:
@@ -107,6 +111,7 @@ class BatchStream:
         self.submitted = 0
         self.shed = 0
         self.closed = False
+        self.frames: StreamFrames | None = None
 
     def submit(self, window: Window, *, score: bool = True) -> None:
         """Queue ``window``; never blocks. Its samples are copied now (so they may be a view that the
@@ -155,8 +160,10 @@ class BatchStream:
     def _release(self) -> None:
         # The consumer (a StreamSession) holds this handle and the handle holds the consumer's
         # bound method: a reference cycle, which only the cyclic GC would free, minutes later,
-        # with the stream's buffers in it. Nothing is left to deliver: cut it now.
+        # with the stream's buffers in it. Nothing is left to deliver: cut it now, and free the
+        # frames (nothing of it is in the worker either).
         self._deliver = _ignore
+        self.frames = None
 
 
 def _ignore(result: WindowResult) -> None:

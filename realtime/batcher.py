@@ -7,41 +7,38 @@
     ...  on_result(WindowResult) is called on the loop, in window order (r.logit, r.probability)
     await batcher.aclose()                                # drains what is queued
 
-Batch size is decided here alone: a batch holds at most ``max_batch`` windows and never more
-than the engine's ``preferred_batch`` per engine call (``preferred_batch * parallel`` in all), so
-``--max-batch 64`` on an ONNX CPU engine (fastest at runs of 4) builds batches of 4, not a 16-MB
-batch for the engine to cut up. A window's samples are copied once, at submit, from the stream's
-ring into a row of the batch being assembled (realtime.batch_rows: the ring may overwrite them
-while the window waits), and each batch is scored in place through the engine's trusted entry
-point (``batch_logits``: no copy, no full-batch finiteness pass; windowing rejects non-finite
-audio at input, and a non-finite logit is still caught here).
+A batch holds at most ``max_batch`` windows and never more than the engine's
+``preferred_batch`` per engine call (``preferred_batch * parallel`` in all): ``--max-batch 64``
+on an ONNX CPU engine (fastest at runs of 4) builds batches of 4. A window's samples are copied
+once, at submit, from the stream's ring into a row of the batch being assembled
+(realtime.batch_rows), and each batch is scored in place through the engine's trusted entry
+point (``batch_logits``: no copy, no finiteness pass; windowing rejects non-finite audio at
+input, and a non-finite logit is still caught here). Per hop (``hop=``, realtime.hop_scoring),
+the worker first computes the batch's features, only each window's new hop, from each stream's
+frames: one worker takes batches in queue order, so every stream's frames advance in order.
 
-Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event
-loop keeps receiving audio while a batch runs. Parallelism comes from the engine's own
-intra-op threads (``threads=``) or, with ``parallel=N``, from the worker splitting each batch
-into N parts scored concurrently (it runs one part itself, a pool of N-1 threads the rest):
-for SpecRNet on ONNX Runtime, two single-threaded runs of half a batch gave 1.6x the
-throughput of one run with two intra-op threads (whose small convolutions hardly split). Batches form by themselves under load (whatever queued
-while the previous batch ran goes into the next one); ``max_wait_ms`` only delays a lone
-window when the worker is idle, hoping for company.
+Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event loop
+keeps receiving audio while a batch runs. Parallelism comes from the engine's intra-op threads
+(``threads=``) or, with ``parallel=N``, from the worker splitting each batch into N parts scored
+concurrently (it runs one itself, a pool of N-1 threads the rest): for SpecRNet on ONNX Runtime,
+two single-threaded runs of half a batch gave 1.6x the throughput of one run with two intra-op
+threads. Batches form by themselves under load; ``max_wait_ms`` only delays a lone window when
+the worker is idle, hoping for company.
 
-Overload is explicit, never unbounded delay. The queue holds at most ``max_queue`` windows
-in all and ``max_pending`` per stream; a window over either bound makes the batcher drop
-(shed) the oldest queued window of its stream (or, when the whole queue is full, of the
-stream with the most queued windows). A live window that has already waited ``max_delay_ms``
-since its arrival when the worker reaches it is shed too: its score would come too late to
-matter, and scoring it would make the next ones later still. A shed window still comes back
-through the queue, in order, as a result with ``status="shed"``, so a consumer sees every
-seq exactly once. Streams opened with ``policy="block"`` (files, pipes) are never shed.
+Overload is explicit, never unbounded delay. The queue holds at most ``max_queue`` windows in
+all and ``max_pending`` per stream; a window over either bound makes the batcher drop (shed) the
+oldest queued window of its stream (or, when the whole queue is full, of the stream with the most
+queued windows). A live window that has waited ``max_delay_ms`` since its arrival when the worker
+reaches it is shed too: its score would come too late to matter. A shed window still comes back,
+in order, as a result with ``status="shed"``, so a consumer sees every seq exactly once. Streams
+opened with ``policy="block"`` (files, pipes) are never shed.
 
-Results carry the engine's logit (:meth:`engines.Engine.batch_logits`), not a probability: the
-session aggregates logits, so a file's verdict never goes through a clipped probability and
-back (``WindowResult.probability`` is the one sigmoid of it).
-
+Results carry the engine's logit, not a probability: the session aggregates logits, so a file's
+verdict never goes through a clipped probability and back (``WindowResult.probability``).
 Delivery: the worker hands each finished batch to every event loop concerned with one
-``loop.call_soon_threadsafe``; results of one stream arrive in the order submitted. An
-exception from the engine (or a logit that is not finite) turns the windows of that batch into
-``status="error"`` results; the worker goes on with the next batch.
+``loop.call_soon_threadsafe``; results of one stream arrive in the order submitted. An exception
+from the engine (or a non-finite logit) turns that batch's windows into ``status="error"``
+results; the worker goes on with the next batch.
 """
 
 from __future__ import annotations
@@ -69,6 +66,7 @@ from .batch_stream import (
     WindowResult,
     dispatch,
 )
+from .hop_scoring import HopScoring
 from .windowing import Window
 
 __all__ = ["BatcherOptions", "MicroBatcher", "BatchStream", "WindowResult", "BatcherStats",
@@ -143,8 +141,9 @@ class MicroBatcher:
     """Windows from all streams -> ``engine.batch_logits`` in batches, in one worker thread."""
 
     def __init__(self, engine: ScoringEngine, options: BatcherOptions | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, hop: HopScoring | None = None) -> None:
         self.engine = engine
+        self.hop = hop  # None: whole windows through engine.batch_logits
         self.options = options if options is not None else BatcherOptions()
         self._clock = clock
         self._cond = threading.Condition()
@@ -236,8 +235,7 @@ class MicroBatcher:
 
     @staticmethod
     def _drop(item: QueuedItem) -> None:
-        # Caller holds the lock. The item stays in the queue as a tombstone (its "shed" result is
-        # delivered in order); its row is freed now.
+        # Caller holds the lock. The item stays queued as a tombstone (its "shed" result is delivered in order).
         item.dropped = True
         if item.rows is not None:
             item.rows.remove(item)
@@ -307,14 +305,15 @@ class MicroBatcher:
                     self._drop(item)
             return batch, rows
 
-    def _score(self, x: np.ndarray) -> np.ndarray:
+    def _score(self, batch: list[QueuedItem], x: np.ndarray) -> np.ndarray:
         run = self.engine.batch_logits
+        if self.hop is not None:  # in this one worker, in queue order: each stream's frames advance in order
+            x, run = self.hop.features(batch, x), self.hop.network
         parts = min(self.options.parallel, len(x))
         if parts == 1:
             return np.asarray(run(x), dtype=np.float64).reshape(-1)
-        # Split the batch over `parallel` concurrent engine calls (this thread runs the first
-        # part), each at most preferred_batch long; ONNX Runtime sessions are thread-safe and
-        # release the GIL. The parts are views of the batch buffer: no copy.
+        # `parallel` concurrent engine calls on views of the batch (this thread runs the first part),
+        # each at most preferred_batch long; ONNX Runtime sessions are thread-safe and release the GIL.
         chunks = np.array_split(x, parts)
         assert self._pool is not None
         futures = [self._pool.submit(run, c) for c in chunks[1:]]
@@ -336,7 +335,7 @@ class MicroBatcher:
 
     def _warm_up(self) -> None:
         """Let the engine reach its memory high-water mark for ``parallel`` concurrent calls now."""
-        warm_up = getattr(self.engine, "warm_up", None)  # optional: test doubles have none
+        warm_up = self.hop.warm_up if self.hop is not None else getattr(self.engine, "warm_up", None)  # doubles: none
         if warm_up is None:
             return
         try:
@@ -352,13 +351,12 @@ class MicroBatcher:
             rows.items.clear()  # they refer to rows: cut the cycle so its buffer is free once delivered
             t0 = self._clock()
             try:
-                logits = self._score(rows.data[:n])
+                logits = self._score(batch, rows.data[:n])
                 if logits.shape != (n,):
                     raise ValueError(f"engine returned {logits.shape[0]} scores for {n} windows")
                 if not np.isfinite(logits).all():  # would poison the stream's running aggregate
                     raise ValueError("engine returned a logit that is NaN or infinite")
-            # Any engine failure (ONNX Runtime raises untyped errors) is reported on the
-            # windows of this batch, and the worker lives on for the other streams.
+            # Any engine failure (ONNX Runtime's are untyped) is reported on this batch's windows only.
             except Exception as e:  # noqa: BLE001
                 error = f"{type(e).__name__}: {e}"
                 log.error("engine failed on a batch of %d windows (%s)", n, error)

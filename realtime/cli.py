@@ -4,6 +4,13 @@ Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2
 """
 from __future__ import annotations
 
+import os
+
+# Before numpy loads: its OpenBLAS would fan the per-hop front end's small filterbank product out over
+# every core, with threads that spin between calls (3x the front end's CPU on the 2-core VM). Our own
+# workers decide parallelism, as for ONNX Runtime's intra-op threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import asyncio
 import sys
 from collections.abc import Coroutine

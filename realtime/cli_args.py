@@ -12,6 +12,7 @@ from realtime.alerts import GATES, SMOOTHING, AlertOptions
 from realtime.batcher import BatcherOptions
 from realtime.eventlog_base import EventLogOptions
 from realtime.events import TRACKS
+from realtime.hop_scoring import HOP_FRONTEND_MODES
 from realtime.options import (
     AGGREGATES,
     DetectorOptions,
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --engine triton: the served model's name (default: the checkpoint's architecture)")
     mdl.add_argument("--triton-timeout", dest="triton_timeout_s", type=float, default=D.engine.triton_timeout_s,
                      metavar="SECONDS", help="with --engine triton: deadline of one inference call (default %(default)g)")
+    mdl.add_argument("--hop-frontend", choices=HOP_FRONTEND_MODES, default=D.engine.hop_frontend,
+                     help="compute each window's spectrogram only for its new hop and run the network alone "
+                          "(onnx, onnx-int8; the same scores); auto: where the engine and --hop allow it, "
+                          "on: refuse to start otherwise, off: whole windows (default %(default)s)")
     mdl.add_argument("--threads", type=int, default=D.engine.threads, help="inference threads (default %(default)s)")
     mdl.add_argument("--max-batch", type=int, default=D.batching.max_batch,
                      help="most windows per engine call (default %(default)s)")
@@ -196,7 +201,7 @@ def options_from_args(args: argparse.Namespace) -> DetectorOptions:
         if args.webhook_url else None
     return DetectorOptions(
         engine=EngineOptions(args.model, args.engine, args.threads, args.triton_url, args.triton_model,
-                             args.triton_timeout_s),
+                             args.triton_timeout_s, args.hop_frontend),
         windowing=WindowingOptions(args.hop_s, args.aggregate),
         batching=BatcherOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                                 max_pending=args.max_pending, max_delay_ms=args.max_delay_ms, parallel=args.parallel),

@@ -15,6 +15,7 @@ from .alerts import AlertOptions
 from .batcher import BatcherOptions
 from .eventlog_base import EventLogOptions
 from .events import TRACKS
+from .hop_scoring import HOP_FRONTEND_MODES
 from .webhook import WebhookOptions
 
 __all__ = ["DetectorOptions", "EngineOptions", "WindowingOptions", "InputOptions", "OutputOptions", "ServerOptions",
@@ -50,9 +51,11 @@ class EngineOptions:
     triton_url: str | None = None  # engine triton: grpc://HOST:PORT
     triton_model: str | None = None  # engine triton: served model name (None: the architecture)
     triton_timeout_s: float = 2.0  # engine triton: deadline of one inference call
+    hop_frontend: str = "auto"  # front end once per hop (realtime.hop_scoring): auto, on or off
 
     def __post_init__(self) -> None:
         _integer("threads", self.threads, 1)
+        _choice("hop_frontend", self.hop_frontend, HOP_FRONTEND_MODES)
         if self.engine != "triton":
             if self.triton_url or self.triton_model:
                 raise ValueError(f"--triton-url/--triton-model are for --engine triton, not --engine {self.engine}")

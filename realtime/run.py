@@ -109,10 +109,13 @@ async def run_inputs(inputs: Inputs, options: DetectorOptions, output: Output,
 
 def load_engine(options: DetectorOptions):  # -> engines.Engine
     import engines
+    from engines.checkpoint import read_config
+    from realtime.hop_scoring import split_request
 
     e = options.engine
+    split = split_request(options, read_config(engines.resolve_model(e.model)))
     return engines.load(e.model, e.engine, threads=e.threads, max_batch=options.batching.max_batch,
-                        triton=e.triton())
+                        triton=e.triton(), split=split)
 
 
 def live_detector(engine, options: DetectorOptions, sinks: list, observers: Sequence[RunObserver]):

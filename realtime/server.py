@@ -260,8 +260,8 @@ async def run_server(detector: LiveDetector, options: ServerOptions | None = Non
             loop.add_signal_handler(sig, server.shutdown)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
-    log.info("listening on %s (model %s, threshold %.2f: each model has its own)", server.url,
-             detector.model, detector.threshold)
+    log.info("listening on %s (model %s, threshold %.2f: each model has its own; %s)", server.url,
+             detector.model, detector.threshold, detector.scoring)
     if on_ready is not None:
         on_ready(server)
     await server.wait_closed()

@@ -38,6 +38,7 @@ from .batcher import MicroBatcher, Policy, ScoringEngine, WindowResult
 from .console import ConsoleView
 from .errors import AudioFormatError, AudioInputError
 from .events import ErrorEvent, Event, ReadyEvent, ScoreEvent, SummaryEvent
+from .hop_scoring import hop_scoring
 from .options import DetectorOptions
 from .sources.base import Source
 from .windowing import StreamWindower, Window, WindowOptions
@@ -269,7 +270,9 @@ class LiveDetector:
         self.alerts = alerts if alerts is not None else o.alerts
         self.threshold: float = self.alerts.threshold_for(getattr(engine, "threshold", 0.5))
         self.sinks: list[Sink] = list(sinks)
-        self.batcher = MicroBatcher(engine, o.batching)
+        # Front end once per hop where the engine runs its network alone (else whole windows).
+        hop, self.scoring = hop_scoring(engine, self.window, o.engine.hop_frontend)  # type: ignore[arg-type]
+        self.batcher = MicroBatcher(engine, o.batching, hop=hop)
         self.clips = AlertClipWriter(o.output.save_alerts, self.window.sample_rate) \
             if o.output.save_alerts is not None else None
         self.on_window = on_window  # every stream's windows, in order, as they are cut (views: copy to keep)

@@ -92,6 +92,7 @@ class Row:
     mean_batch: float
     busy_pct: float
     servers: int = 1  # 1: clients connect to the server; more: through HAProxy
+    hop_frontend: str = "auto"  # the server's --hop-frontend (auto: front end once per hop where it applies)
 
 
 def checkpoint(scratch: Path, int8: bool = False) -> Path:
@@ -253,7 +254,8 @@ async def run_clients(port: int, streams: int, pcms: list[bytes]) -> list[Stream
 
 
 def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int, hop: float, seconds: float,
-            max_batch: int, pcms: list[bytes], servers: int = 1, cores_per_server: int = 0) -> Row:
+            max_batch: int, pcms: list[bytes], servers: int = 1, cores_per_server: int = 0,
+            hop_frontend: str = "auto") -> Row:
     from tools.haproxy import HAProxy
 
     procs: list[Server] = []
@@ -262,7 +264,7 @@ def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int,
         for i in range(servers):
             cpus = list(range(i * cores_per_server, (i + 1) * cores_per_server)) if cores_per_server else None
             procs.append(Server(model, engine=engine, threads=threads, hop=hop, parallel=parallel, max_batch=max_batch,
-                                max_connections=streams + 8, cpus=cpus))
+                                max_connections=streams + 8, cpus=cpus, extra=("--hop-frontend", hop_frontend)))
         if servers > 1:
             proxy = HAProxy({f"s{i}": p.port for i, p in enumerate(procs)})
             proxy.wait_all_up()
@@ -297,7 +299,8 @@ def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int,
                server_cpu_pct=round(100 * (cpu1 - cpu0) / wall, 1),
                server_cpu_ms_per_window=round(1000 * (cpu1 - cpu0) / max(1, windows), 2), client_cpu_pct=round(100 * (me1 - me0) / wall, 1),
                mean_batch=round(sum(h.get("mean_batch", 0.0) for h in healths) / len(healths), 2),
-               busy_pct=round(100 * sum(h.get("busy_s", 0.0) for h in healths) / wall, 1), servers=servers)
+               busy_pct=round(100 * sum(h.get("busy_s", 0.0) for h in healths) / wall, 1), servers=servers,
+               hop_frontend=hop_frontend)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1], help="ONNX Runtime intra-op threads")
     ap.add_argument("--parallel", type=int, nargs="+", default=[1], help="concurrent engine calls per batch")
     ap.add_argument("--hop", type=float, default=0.5)
+    ap.add_argument("--hop-frontend", nargs="+", choices=("auto", "on", "off"), default=["auto"],
+                    help="the server's front end once per hop; 'auto off' alternates both per configuration")
     ap.add_argument("--seconds", type=float, default=20.0, help="audio per stream (default 20; the first score comes at 4 s)")
     ap.add_argument("--max-batch", type=int, default=16,
                     help="engine batch cap (default 16: on the CPU a batch costs the same per window as single "
@@ -337,17 +342,18 @@ def main(argv: list[str] | None = None) -> int:
             for parallel in args.parallel:
                 for n in args.streams:
                     for servers in args.servers:
-                        print(f"-- {n} streams, threads {threads}, parallel {parallel}, hop {args.hop} s, "
-                              f"{args.seconds:g} s each, {servers} server(s)", flush=True)
-                        row = run_one(model, args.engine, n, threads, parallel, args.hop, args.seconds, args.max_batch,
-                                      pcms, servers, args.cores_per_server)
-                        print("   " + json.dumps(asdict(row)), flush=True)
-                        rows.append(row)
-    print("\n| servers | streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
+                        for hf in args.hop_frontend:
+                            print(f"-- {n} streams, threads {threads}, parallel {parallel}, hop {args.hop} s, "
+                                  f"{args.seconds:g} s each, {servers} server(s), hop front end {hf}", flush=True)
+                            row = run_one(model, args.engine, n, threads, parallel, args.hop, args.seconds,
+                                          args.max_batch, pcms, servers, args.cores_per_server, hf)
+                            print("   " + json.dumps(asdict(row)), flush=True)
+                            rows.append(row)
+    print("\n| servers | hop front end | streams | threads | parallel | max batch | hop s | windows/s | p50 ms | p99 ms | max ms | server p50 | server p99 | shed "
           "| sustained | server CPU % | server CPU ms/window | client CPU % | mean batch | engine busy % |")
-    print("| " + " | ".join(["---"] * 19) + " |")
+    print("| " + " | ".join(["---"] * 20) + " |")
     for r in rows:
-        print(f"| {r.servers} | {r.streams} | {r.threads} | {r.parallel} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
+        print(f"| {r.servers} | {r.hop_frontend} | {r.streams} | {r.threads} | {r.parallel} | {r.max_batch} | {r.hop_s:g} | {r.windows_per_s} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} "
               f"| {r.server_p50_ms} | {r.server_p99_ms} | {r.shed} | {r.sustained}/{r.streams} | {r.server_cpu_pct} | {r.server_cpu_ms_per_window} "
               f"| {r.client_cpu_pct} | {r.mean_batch} | {r.busy_pct} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)

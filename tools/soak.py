@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", default="onnx", help="engine of the server (default onnx)")
     ap.add_argument("--threads", type=int, default=1, help="inference threads per engine call (default 1)")
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--hop-frontend", choices=("auto", "on", "off"), default="auto",
+                    help="the server's front end once per hop (default auto: where the engine supports it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: shipped or random-init SpecRNet)")
     ap.add_argument("--out", type=Path, default=None, help="report (default benchmarks/soak-<host>.json)")
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         events = Path(scratch) / "events.jsonl"
         pcms = speech_pcm(120.0, n_variants=8)
         server = Server(model, engine=args.engine, threads=args.threads, hop=args.hop, parallel=args.parallel,
-                        max_batch=args.max_batch, max_connections=args.streams + 16, extra=("--events", str(events)))
+                        max_batch=args.max_batch, max_connections=args.streams + 16,
+                        extra=("--events", str(events), "--hop-frontend", args.hop_frontend))
         print(f"soak: {args.streams} streams x {args.minutes:g} min, hop {args.hop} s, server pid {server.proc.pid}",
               flush=True)
 

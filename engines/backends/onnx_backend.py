@@ -109,6 +109,14 @@ class OnnxEngine(Engine):
             raise EngineError(f"{path}: expected one input '{name}' [batch, {', '.join(map(str, shape))}], got {got}")
         return session
 
+    @classmethod
+    def has_split_view(cls, config: ModelConfig) -> bool:
+        return config.network is not None
+
+    @property
+    def split(self) -> bool:
+        return self.network_session is not None
+
     def _model_path(self, folder: Path, config: ModelConfig) -> Path:
         return verify_file(folder, ONNX_NAME, config.onnx_sha256, "onnx_sha256")
 
@@ -134,14 +142,15 @@ class OnnxEngine(Engine):
     def _network_logits(self, features: np.ndarray) -> np.ndarray:
         return self.network_session.run(None, {FEATURES_NAME: features})[0].reshape(-1)
 
-    def _warm_once(self, windows: np.ndarray) -> None:
-        super()._warm_once(windows)
+    def _warm_once(self, windows: np.ndarray, network_only: bool = False) -> None:
+        if not network_only:
+            super()._warm_once(windows)
         if self.network_session is not None:
             self.feature_logits(np.zeros((len(windows), *self.features_shape), dtype=np.float32))
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "precision": self.precision, "onnxruntime": self._version, "threads": self.threads,
-                "split": self.network_session is not None}
+                "split": self.split}
 
 
 class OnnxInt8Engine(OnnxEngine):
@@ -167,6 +176,10 @@ class OnnxInt8Engine(OnnxEngine):
     # 4x slower than in float32 here (ResMax's first pool: 7.2 ms vs 1.75 ms); max commutes with
     # quantization, so the scores are the same without it.
     disabled_optimizers = ("QDQPropagationTransformer",)
+
+    @classmethod
+    def has_split_view(cls, config: ModelConfig) -> bool:
+        return config.int8 is not None and "network" in config.int8
 
     def _model_path(self, folder: Path, config: ModelConfig) -> Path:
         return verify_int8(folder, config)
