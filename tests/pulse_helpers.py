@@ -175,13 +175,13 @@ def rescan_portaudio(timeout: float = 20.0) -> None:
     """
     import threading
 
-    from realtime.sources import mic
+    from realtime.sources import portaudio_calls
     from realtime.sources.audio_devices import import_sounddevice, rescan_devices
 
     deadline = time.monotonic() + timeout
-    for t in list(mic._portaudio_threads):
+    for t in list(portaudio_calls.portaudio_threads):
         t.join(max(0.0, deadline - time.monotonic()))
-    if mic._portaudio_threads:
+    if portaudio_calls.portaudio_threads:
         raise TimeoutError(f"a MicSource stream open or close did not return within {timeout:g} s "
                            "(stuck in libpulse?); re-initialising PortAudio would block behind it")
     sd = import_sounddevice()

@@ -21,7 +21,7 @@ import soundfile as sf
 import soxr
 
 from realtime.errors import AudioInputError
-from realtime.sources import Source
+from realtime.sources import Source, portaudio_calls
 from realtime.sources import mic as mic_mod
 from realtime.sources.audio_devices import (
     AudioDeviceError,
@@ -148,18 +148,18 @@ def test_a_stream_that_never_closes_is_abandoned_not_waited_for():
     src._sd = types.SimpleNamespace(_exit_handler=lambda: None)
     src._gen, src.stuck, src.close_timeout_s = 0, False, 0.2
     src._stream = StuckStream()
-    before = set(mic_mod._portaudio_threads)
+    before = set(portaudio_calls.portaudio_threads)
     t0 = time.monotonic()
     try:
         asyncio.run(src._close_stream())
         assert time.monotonic() - t0 < 5
         assert src.stuck and src._stream is None
         # Its helper thread still counts as inside PortAudio: no rescan may terminate PortAudio under it.
-        [helper] = mic_mod._portaudio_threads - before
+        [helper] = portaudio_calls.portaudio_threads - before
     finally:
         release.set()
     helper.join(5)
-    assert helper not in mic_mod._portaudio_threads
+    assert helper not in portaudio_calls.portaudio_threads
 
 
 def test_a_close_cancelled_by_asyncio_run_still_finishes_and_releases_the_source():
@@ -201,11 +201,11 @@ def test_a_close_cancelled_by_asyncio_run_still_finishes_and_releases_the_source
 
 def test_in_daemon_thread_returns_raises_and_times_out():
     async def run():
-        assert await mic_mod._in_daemon_thread(lambda: 42, 5) == 42
+        assert await portaudio_calls.in_daemon_thread(lambda: 42, 5) == 42
         with pytest.raises(ZeroDivisionError):
-            await mic_mod._in_daemon_thread(lambda: 1 / 0, 5)
+            await portaudio_calls.in_daemon_thread(lambda: 1 / 0, 5)
         with pytest.raises(TimeoutError):
-            await mic_mod._in_daemon_thread(lambda: time.sleep(1), 0.05)
+            await portaudio_calls.in_daemon_thread(lambda: time.sleep(1), 0.05)
 
     asyncio.run(run())
 

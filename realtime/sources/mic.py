@@ -17,7 +17,7 @@ attempts per outage). Audio lost during an outage is not replaced: the stream ju
 continues, so stream time falls behind wall time by the length of the gap. The first
 open is not retried: a wrong ``--device`` fails at once.
 
-Opening and closing streams run in daemon threads with timeouts, because a sound server
+Opening and closing streams run in daemon threads with timeouts (realtime.sources.portaudio_calls), because a sound server
 that dies can deadlock libpulse under PortAudio (seen with PulseAudio 16.1 through the ALSA
 pulse plugin); a stream whose close never returns is abandoned (``stuck`` becomes True)
 rather than hanging the event loop or the process exit. PortAudio is not re-initialised
@@ -50,6 +50,7 @@ from .audio_devices import (
     resolve_device,
 )
 from .capture_ring import CaptureRing
+from .portaudio_calls import in_daemon_thread, portaudio_threads
 
 __all__ = ["MicSource", "list_devices"]
 
@@ -73,56 +74,6 @@ def list_devices() -> str:
                      f"  {d['name']} ({api})")
     lines.append("* default input device")
     return "\n".join(lines)
-
-
-# Helper threads still inside a PortAudio call, awaited or not (a close stuck in libpulse stays
-# here for good, keeping its stream alive). PortAudio must not be terminated while one runs:
-# terminating closes every stream, racing that call, or blocking for good behind a stuck one.
-_portaudio_threads: set[threading.Thread] = set()
-
-
-async def _in_daemon_thread(fn: Callable[[], Any], timeout: float, *, finish_on_cancel: bool = False) -> Any:
-    """``fn()`` in a new daemon thread; its result, its exception, or TimeoutError after ``timeout`` s.
-
-    Not asyncio.to_thread: executor threads are joined at interpreter exit, so one stuck
-    in PortAudio would hang the exit; a daemon thread is left behind.
-    With ``finish_on_cancel``, a cancellation first waits for ``fn`` (until the same deadline):
-    asyncio.run cancels every task as it ends, a generator's aclose() among them.
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(ok: bool, value: Any) -> None:
-        if not fut.done():
-            fut.set_result(value) if ok else fut.set_exception(value)
-
-    def run() -> None:
-        try:
-            result = fn()
-        except Exception as e:  # handed over to the awaiting coroutine, which re-raises it
-            ok, value = False, e
-        else:
-            ok, value = True, result
-        finally:
-            _portaudio_threads.discard(thread)  # before the result: whoever it wakes sees the call over
-        try:
-            loop.call_soon_threadsafe(deliver, ok, value)
-        except RuntimeError:  # the loop is gone: nobody waits any more
-            pass
-
-    thread = threading.Thread(target=run, name="realtime-mic", daemon=True)
-    _portaudio_threads.add(thread)
-    thread.start()
-    deadline = loop.time() + timeout
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await asyncio.shield(fut)
-    except (TimeoutError, asyncio.CancelledError) as e:
-        if finish_on_cancel and isinstance(e, asyncio.CancelledError):
-            await asyncio.wait([fut], timeout=max(0.0, deadline - loop.time()))
-        # A late exception is nobody's business any more; retrieve it so asyncio does not log it.
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        raise
 
 
 def _positive(name: str, v: object) -> float:
@@ -289,7 +240,7 @@ class MicSource:
         self._last_callback = self._clock()
         self._callbacks = 0
         try:
-            self._stream = await _in_daemon_thread(partial(self._open_stream, self._gen, rescan),
+            self._stream = await in_daemon_thread(partial(self._open_stream, self._gen, rescan),
                                                    self.open_timeout_s)
         except TimeoutError:
             self._gen += 1  # if the open completes later, that stream aborts itself on its first callback
@@ -320,7 +271,7 @@ class MicSource:
                 closed.set()
 
         try:
-            await _in_daemon_thread(close, self.close_timeout_s, finish_on_cancel=True)
+            await in_daemon_thread(close, self.close_timeout_s, finish_on_cancel=True)
         except TimeoutError:
             pass
         finally:
@@ -346,7 +297,7 @@ class MicSource:
             await asyncio.sleep(min(0.25 * 2 ** attempt, 8.0))
             # Rescan so a replugged device is found, unless that would close another source's
             # stream or one still being opened or closed (PortAudio's terminate closes every stream).
-            rescan = MicSource._open_sources == {id(self)} and not _portaudio_threads
+            rescan = MicSource._open_sources == {id(self)} and not portaudio_threads
             try:
                 await self._start(rescan)
             except (self._sd.PortAudioError, AudioDeviceError) as e:
