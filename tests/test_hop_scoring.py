@@ -154,8 +154,10 @@ def test_stream_state_is_freed_when_streams_close(engine) -> None:
     async def main() -> None:
         b = MicroBatcher(engine, BatcherOptions(max_wait_ms=1),
                          hop=hop_scoring(engine, model_window(engine), "on")[0]).start()
-        idle = b.open_stream("idle", lambda r: None)
-        handles = [b.open_stream(f"s{k}", lambda r: None) for k in range(40)]
+        # "block": never shed (a busy machine would shed live windows queued past max_delay_ms, and a
+        # shed first window makes no frames); this test is about freeing them.
+        idle = b.open_stream("idle", lambda r: None, policy="block")
+        handles = [b.open_stream(f"s{k}", lambda r: None, policy="block") for k in range(40)]
         for h in handles:
             h.submit(Window(h.name, 0, 0.0, 4.0, np.zeros(64000, np.float32), time.monotonic()))
         await _wait(lambda: all(h.in_flight == 0 for h in handles))
