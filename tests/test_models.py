@@ -18,14 +18,23 @@ def test_resmax_parameter_count_as_documented() -> None:
     assert count_parameters(build_detector("resmax").network) == 263_331
 
 
+def test_resmax_lite_is_narrower_and_keeps_the_fine_spectrogram() -> None:
+    det = build_detector("resmax_lite").eval()
+    assert count_parameters(det.network) == 133_875
+    with torch.no_grad():
+        feats = det.frontend(torch.from_numpy(speech(4.0, 0))[None])
+    # 513 bins of 15.6 Hz; the 0.5-s default window hop is 32 of its 250-sample frames.
+    assert feats.shape[2] == 513 and 8000 % det.frontend.config.hop_length == 0
+
+
 def test_frontends_have_no_trainable_parameters() -> None:
-    for arch in ("specrnet", "resmax"):
+    for arch in ("specrnet", "resmax", "resmax_lite"):
         det = build_detector(arch)
         assert count_parameters(det.frontend) == 0
         assert not any(k.startswith("frontend.") for k in det.state_dict())
 
 
-@pytest.mark.parametrize("arch", ["specrnet", "resmax"])
+@pytest.mark.parametrize("arch", ["specrnet", "resmax", "resmax_lite"])
 def test_detector_maps_windows_to_logits(arch: str) -> None:
     det = build_detector(arch).eval()
     x = torch.from_numpy(np.stack([speech(4.0, 0), speech(4.0, 1), np.zeros(64000, np.float32)]))
@@ -39,7 +48,7 @@ def test_detector_maps_windows_to_logits(arch: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["specrnet", "resmax"])
+@pytest.mark.parametrize("arch", ["specrnet", "resmax", "resmax_lite"])
 def test_onnx_export_has_dynamic_batch_and_small_file(arch: str, tmp_path) -> None:
     det = build_detector(arch).eval()
     path = export_onnx(det, tmp_path / "m.onnx")

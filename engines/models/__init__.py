@@ -34,6 +34,12 @@ def _resmax(**kw: Any) -> nn.Module:
     return ResMax(**kw)
 
 
+def _resmax_lite(**kw: Any) -> nn.Module:
+    from engines.models.resmax import ResMax
+
+    return ResMax(**{**RESMAX_LITE_PARAMS, **kw})
+
+
 def _resnet18(**kw: Any) -> nn.Module:
     from engines.models.resnet18 import ResNet18
 
@@ -62,9 +68,16 @@ def _lcnn(**kw: Any) -> nn.Module:
 # of the 128 triangles, only ~23 Hz apart below 1 kHz, covers FFT bins of its own; hop 10 ms.
 RES2NET_FRONTEND = FrontEndConfig(kind="logmel", n_fft=1024, win_length=1024, hop_length=160, n_mels=128)
 
+# ResMax at a third of its cost: narrower stages and a stem strided in time. Its front end keeps
+# ResMax's 513 fine bins (a 257-bin spectrogram did not learn the HiFi-GAN traces, docs/generalization.md)
+# with a 250-sample hop, so the default 0.5-s window hop is a whole number of frames (per-hop front end).
+RESMAX_LITE_PARAMS: dict[str, Any] = {"widths": (12, 16, 24, 32, 48), "head": 32, "stem_time_stride": 2}
+RESMAX_LITE_FRONTEND = FrontEndConfig(kind="logpower", n_fft=1024, win_length=1024, hop_length=250)
+
 ARCHITECTURES: dict[str, Architecture] = {
     "specrnet": Architecture("specrnet", _specrnet, SPECRNET_FRONTEND, "Kawa et al. 2022"),
     "resmax": Architecture("resmax", _resmax, RESMAX_FRONTEND, "Kwak et al. 2020"),
+    "resmax_lite": Architecture("resmax_lite", _resmax_lite, RESMAX_LITE_FRONTEND, "Kwak et al. 2020, narrowed here"),
     # Training-zoo models: heavier, not shipped with weights.
     "resnet18": Architecture("resnet18", _resnet18, SPECRNET_FRONTEND, "He et al. 2016 (seed README)"),
     "res2net": Architecture("res2net", _res2net, RES2NET_FRONTEND, "Li et al. 2021"),
