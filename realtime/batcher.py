@@ -136,6 +136,7 @@ class BatcherStats:
     shed: int = 0
     errors: int = 0
     busy_s: float = 0.0  # time spent inside the engine
+    pool_bytes: int = 0  # batch buffers held for reuse, shared by every stream
 
     @property
     def mean_batch(self) -> float:
@@ -236,6 +237,7 @@ class MicroBatcher:
             s = replace(self._stats)
             s.streams = len(self._streams)
             s.queued = self._size
+            s.pool_bytes = self._buffers.nbytes
         return s
 
     # -- submission (event loop side) ------------------------------------------------------
