@@ -59,6 +59,8 @@ class Engine(ABC):
 
     name: str = "engine"
     device: str = "cpu"
+    #: How ``engines.load`` came to this backend, in words (a server says it at start).
+    choice: str = ""
     #: Order in which ``--engine auto`` tries the backends (lower first); None: opt-in only.
     auto_rank: ClassVar[int | None] = None
     #: Whether ``EngineRequest.threads`` means anything to this backend (others refuse it).

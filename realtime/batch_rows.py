@@ -59,6 +59,11 @@ class BufferPool:
     def keep_s(self) -> float:
         return self._keep_s
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays the pool holds (in use or idle)."""
+        return sum(a.nbytes for a in self._arrays)
+
     def trim(self) -> int | None:
         """Release the arrays left idle all through a period that has ended (all but one); return
         the index of an idle array, or None."""

@@ -20,7 +20,8 @@ frames: one worker takes batches in queue order, so every stream's frames advanc
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event loop
 keeps receiving audio while a batch runs. Parallelism comes from the engine's intra-op threads
 (``threads=``) or, with ``parallel=N``, from the worker splitting each batch into N parts scored
-concurrently (it runs one itself, a pool of N-1 threads the rest): for SpecRNet on ONNX Runtime,
+concurrently (it runs one itself, a pool of N-1 threads the rest; ``parallel="auto"``, the default:
+N from the cores, see realtime.sizing): for SpecRNet on ONNX Runtime,
 two single-threaded runs of half a batch gave 1.6x the throughput of one run with two intra-op
 threads. Batches form by themselves under load; ``max_wait_ms`` only delays a lone window when
 the worker is idle, hoping for company.
@@ -52,7 +53,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -67,6 +68,7 @@ from .batch_stream import (
     dispatch,
 )
 from .hop_scoring import HopScoring
+from .sizing import inference_workers
 from .windowing import Window
 
 __all__ = ["BatcherOptions", "MicroBatcher", "BatchStream", "WindowResult", "BatcherStats",
@@ -106,11 +108,14 @@ class BatcherOptions:
     max_queue: int = 256
     max_pending: int = 8
     max_delay_ms: float = 1000.0  # live windows older than this when their turn comes are shed
-    parallel: int = 1  # engine calls one batch is split over (see MicroBatcher)
+    # Engine calls one batch is split over (see MicroBatcher); "auto": from the cores (realtime.sizing).
+    parallel: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         _positive_int("max_batch", self.max_batch)
-        _positive_int("parallel", self.parallel)
+        if self.parallel != "auto" and (isinstance(self.parallel, bool) or not isinstance(self.parallel, int)
+                                        or self.parallel < 1):
+            raise ValueError(f"parallel must be an integer >= 1 or 'auto', got {self.parallel!r}")
         _positive_int("max_queue", self.max_queue)
         _positive_int("max_pending", self.max_pending)
         for name, hi in (("max_wait_ms", 1000.0), ("max_delay_ms", 600_000.0)):
@@ -131,6 +136,7 @@ class BatcherStats:
     shed: int = 0
     errors: int = 0
     busy_s: float = 0.0  # time spent inside the engine
+    pool_bytes: int = 0  # batch buffers held for reuse, shared by every stream
 
     @property
     def mean_batch(self) -> float:
@@ -144,7 +150,9 @@ class MicroBatcher:
                  clock: Callable[[], float] = time.monotonic, hop: HopScoring | None = None) -> None:
         self.engine = engine
         self.hop = hop  # None: whole windows through engine.batch_logits
-        self.options = options if options is not None else BatcherOptions()
+        options = options if options is not None else BatcherOptions()
+        parallel, self.workers = inference_workers(engine, options.parallel)  # and why, in words
+        self.options = replace(options, parallel=parallel)
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: deque[QueuedItem] = deque()  # global FIFO; shed items stay as tombstones
@@ -229,6 +237,7 @@ class MicroBatcher:
             s = replace(self._stats)
             s.streams = len(self._streams)
             s.queued = self._size
+            s.pool_bytes = self._buffers.nbytes
         return s
 
     # -- submission (event loop side) ------------------------------------------------------

@@ -22,6 +22,7 @@ from realtime.options import (
     ServerOptions,
     WindowingOptions,
 )
+from realtime.sizing import usable_cores, workers_for
 
 DESCRIPTION = """realtime-detect: score speech for synthetic (deepfake) voices, live or from files.
 
@@ -48,6 +49,15 @@ spoof. Each model has its own threshold (specrnet 0.46, resmax 0.12); --threshol
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
 """
 D = DetectorOptions()  # the defaults the parser shows
+
+
+def _parallel(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of calls nor 'auto'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,9 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="micro-batcher: longest a window waits for others to share an engine call (default %(default)g)")
     live.add_argument("--max-pending", type=int, default=D.batching.max_pending,
                       help="windows queued per stream before its oldest is shed under overload (default %(default)s)")
-    live.add_argument("--parallel", type=int, default=D.batching.parallel,
-                      help="split each batch over N concurrent single-engine calls (with --threads 1, "
-                           "N = cores scales better than --threads N for SpecRNet; default %(default)s)")
+    live.add_argument("--parallel", type=_parallel, default=D.batching.parallel, metavar="N|auto",
+                      help="split each batch over N concurrent single-engine calls (with --threads 1, N = cores "
+                           "scales better than --threads N for SpecRNet); default %(default)s: a CPU engine gets one "
+                           "per core this process may use, one core left to the event loop above 2 cores "
+                           f"({workers_for(usable_cores())} here at --threads 1), other engines 1")
     live.add_argument("--max-delay-ms", type=float, default=D.batching.max_delay_ms,
                       help="shed live windows that waited longer than this for the engine (default %(default)g)")
     live.add_argument("--max-queue", type=int, default=D.batching.max_queue,

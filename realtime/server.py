@@ -41,6 +41,7 @@ from .options import ServerOptions
 from .process_limits import AcceptErrors, pin_mmap_threshold
 from .protocol import CLOSE_BUSY, CLOSE_GOING_AWAY, STREAM_PATH, ProtocolError
 from .session import LiveDetector
+from .sizing import describe_engine
 from .telephony import audiohook, twilio
 from .webhook import WebhookSink
 from .webpage import WEB_DIR, file_response, http_response, load_web_files
@@ -260,8 +261,10 @@ async def run_server(detector: LiveDetector, options: ServerOptions | None = Non
             loop.add_signal_handler(sig, server.shutdown)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
             pass
-    log.info("listening on %s (model %s, threshold %.2f: each model has its own; %s)", server.url,
-             detector.model, detector.threshold, detector.scoring)
+    # What the run chose (engine, workers, front end) and why, then where it listens: the start lines.
+    log.info("%s, %s; %s", describe_engine(detector.engine), detector.batcher.workers, detector.scoring)
+    log.info("listening on %s (model %s, threshold %.2f: each model has its own)", server.url,
+             detector.model, detector.threshold)
     if on_ready is not None:
         on_ready(server)
     await server.wait_closed()

@@ -18,18 +18,22 @@ class ServerProcess:
     """``realtime-detect --input ws --port 0 ARGS`` with its stderr drained into :attr:`log`."""
 
     def __init__(self, checkpoint: Path, *args: str, stdout: int | None = subprocess.DEVNULL,
-                 timeout: float = 60.0, max_open_files: int | None = None) -> None:
+                 timeout: float = 60.0, max_open_files: int | None = None, cpus: set[int] | None = None) -> None:
         # --max-delay-ms: a busy machine is slow; tests that count windows must not see them shed.
         cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
                "--model", str(checkpoint), "--engine", "onnx", "--max-delay-ms", "600000", *args]
 
-        def limit() -> None:  # in the child, before exec: what `ulimit -n` does
+        def limit() -> None:  # in the child, before exec: what `ulimit -n` and `taskset` do
+            import os
             import resource
 
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+            if max_open_files:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+            if cpus:
+                os.sched_setaffinity(0, cpus)
 
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=limit if max_open_files else None)
+                                     preexec_fn=limit if max_open_files or cpus else None)
         self.log: list[str] = []
         self._port: list[int] = []
         ready = threading.Event()

@@ -62,7 +62,7 @@ class OnnxEngine(Engine):
 
         path = self._model_path(folder, config)
         opts = ort.SessionOptions()
-        # Our own threads decide parallelism (one inference worker per process); ORT's spinning
+        # Our own threads decide parallelism (the batcher's inference workers); ORT's spinning
         # thread pool would steal the cores the audio and network threads need.
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
