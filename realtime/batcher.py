@@ -28,8 +28,8 @@ the worker is idle, hoping for company.
 
 Overload is explicit, never unbounded delay. The queue holds at most ``max_queue`` windows in
 all and ``max_pending`` per stream; a window over either bound makes the batcher drop (shed) the
-oldest queued window of its stream (or, when the whole queue is full, of the stream with the most
-queued windows). A live window that has waited ``max_delay_ms`` since its arrival when the worker
+oldest queued window of its stream (or, when the whole queue is full, of the live stream with the
+most queued windows). A live window that has waited ``max_delay_ms`` since its arrival when the worker
 reaches it is shed too: its score would come too late to matter. A shed window still comes back,
 in order, as a result with ``status="shed"``, so a consumer sees every seq exactly once. Streams
 opened with ``policy="block"`` (files, pipes) are never shed.
@@ -265,9 +265,12 @@ class MicroBatcher:
             if len(stream._queued) >= opts.max_pending:
                 self._drop_oldest(stream)
             elif self._size >= opts.max_queue:
-                # The stream with the most queued windows pays (ties: this one, if it has any).
-                victim = max(self._streams, key=lambda s: (len(s._queued), s is stream))
-                self._drop_oldest(victim)
+                # The live stream with the most queued windows pays (ties: this one, if it has any).
+                # "block" streams are never shed: they wait for room under max_pending each
+                # (wait_room), so with only them queued the queue may pass max_queue by that much.
+                live = [s for s in self._streams if s.policy == "shed" and s._queued]
+                if live:
+                    self._drop_oldest(max(live, key=lambda s: (len(s._queued), s is stream)))
             item = QueuedItem(stream, window, score, self._clock())
             if score:  # the one copy: ring -> the newest batch's next row (a new batch when full)
                 if not self._batches or self._batches[-1].full:

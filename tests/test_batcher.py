@@ -187,6 +187,30 @@ def test_full_queue_sheds_from_the_stream_with_most_queued() -> None:
     asyncio.run(main())
 
 
+def test_full_queue_never_sheds_a_block_stream() -> None:
+    async def main() -> None:
+        eng = FakeEngine()
+        eng.gate.clear()
+        b = MicroBatcher(eng, BatcherOptions(max_batch=16, max_wait_ms=0, max_queue=4, max_pending=4)).start()
+        files, live = Collector(), Collector()
+        sf = b.open_stream("file", files, policy="block")
+        sl = b.open_stream("live", live)
+        sf.submit(win("file", 0))
+        await asyncio.get_running_loop().run_in_executor(None, eng.entered.wait, 5)
+        for seq in range(1, 4):
+            sf.submit(win("file", seq))
+        sl.submit(win("live", 0))  # fills the queue (3 file + 1)
+        sf.submit(win("file", 4))  # over: the file has most queued, but only the live stream may pay
+        sl.submit(win("live", 1))  # over again, only the file's windows queued: none is shed
+        eng.gate.set()
+        await until(lambda: len(files.results) == 5 and len(live.results) == 2)
+        assert files.statuses() == ["scored"] * 5
+        assert live.statuses() == ["shed", "scored"]
+        await b.aclose()
+
+    asyncio.run(main())
+
+
 def test_engine_error_fails_that_batch_only() -> None:
     async def main() -> None:
         eng = FakeEngine()
