@@ -70,10 +70,10 @@ def available_engines(model: str | Path | None = None) -> list[EngineStatus]:
 
 
 def int8_by_default(config: ModelConfig) -> bool:
-    """The one place that would make ``--engine auto`` prefer the int8 network on the CPU for a checkpoint:
-    when it declares its int8 scores within the accuracy tolerance (issue 17, item 5). No checkpoint
-    declares that yet (the measurement is under way), so int8 stays opt-in (``--engine onnx-int8``)."""
-    return False
+    """Whether ``--engine auto`` prefers the int8 network on the CPU for a checkpoint: only when its
+    int8 record holds the generalization protocol's comparison (``python -m training.generalization
+    --apply-int8``) and int8 stayed within its tolerance there; otherwise int8 is opt-in."""
+    return bool(((config.int8 or {}).get("protocol") or {}).get("within_tolerance"))
 
 
 def auto_order(config: ModelConfig) -> list[str]:
@@ -123,4 +123,7 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
                                             device=device, triton=triton, split=split))
     loaded.choice = (f"--engine auto: the first of {', '.join(auto_order(config))} that runs here"
                      if engine == "auto" else f"--engine {engine}")
+    if engine == "auto" and name == "onnx-int8":
+        tolerance = config.int8["protocol"]["tolerance"]
+        loaded.choice += f"; its int8 network kept float32's EER within {tolerance:.0%} on the generalization protocol"
     return loaded

@@ -20,6 +20,7 @@ from training.config import TrainConfig
 from training.generalization import (
     ProtocolError,
     ProtocolOptions,
+    apply_int8_comparison,
     apply_threshold,
     family_eers,
     main,
@@ -149,9 +150,44 @@ def test_threshold_goes_into_a_checkpoint(protocol: tuple[Path, dict], tmp_path:
     assert cfg.metrics["protocol_mean_heldout_eer"] == m["mean_heldout_eer"]
 
 
+def test_int8_is_scored_on_the_same_folds_and_recorded_in_a_checkpoint(protocol: tuple[Path, dict],
+                                                                      manifest: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import engines
+
+    out, fp32 = protocol
+    stamps = {f: (out / f"fold-{f}" / "fold.json").stat().st_mtime_ns for f in FOLDS}
+    int8 = run(ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(), folds=FOLDS, threads=1,
+                               progress=False, engine="onnx-int8"))
+    # The trained folds are reused (float32's results untouched); each kept model got an int8 file.
+    assert {f: (out / f"fold-{f}" / "fold.json").stat().st_mtime_ns for f in FOLDS} == stamps
+    assert int8["engine"] == "onnx-int8" and int8["complete"] and (out / "matrix-int8.md").is_file()
+    for f in FOLDS:
+        fold = json.loads((out / f"fold-{f}" / "fold-int8.json").read_text())
+        assert fold["scores"] == f"fold-{f}/eval-int8/scores.csv" and fold["eval_files"] == COUNTS["eval"] * 3
+        assert read_config(out / f"fold-{f}" / "run" / "best").int8 is not None
+    ckpt = tmp_path / "final"
+    shutil.copytree(out / "fold-short" / "run" / "best", ckpt)
+    comparison = apply_int8_comparison(out, ckpt)
+    change = comparison["measures"]["mean_heldout_eer"]
+    assert change["float32"] == fp32["mean_heldout_eer"] and change["int8"] == int8["mean_heldout_eer"]
+    cfg = read_config(ckpt)
+    assert cfg.int8["protocol"] == comparison
+    # --engine auto follows the recorded verdict, whichever it is on these crude models.
+    order = engines.auto_order(cfg)
+    assert ("onnx-int8" in order) == comparison["within_tolerance"]
+    for verdict in (True, False):
+        cfg.int8["protocol"]["within_tolerance"] = verdict
+        assert ("onnx-int8" in engines.auto_order(cfg)) == verdict
+
+
 def test_cli_errors_are_one_line(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--manifest", str(manifest), "--out", str(tmp_path), "--folds", "long=rpv-long"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "rpv-short" in err and err.count("\n") == 1
     assert main(["--out", str(tmp_path / "none"), "--apply-threshold", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    assert main(["--out", str(tmp_path / "none"), "--apply-int8", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from engines.checkpoint import read_config, write_config
 from engines.errors import EngineError, MissingExtraError
+from engines.quantize import QuantizeOptions, quantize_checkpoint
 from training.config import TrainConfig
 from training.metrics import eer_from_spoof_scores
 from training.train import threshold_from_logit
@@ -51,6 +53,12 @@ DEFAULT_FOLDS: dict[str, tuple[str, ...]] = {
     "rule-tts": ("espeak", "flite", "festival"),
 }
 
+
+# Eval engines and the suffix of their result files.
+EVAL_ENGINES = {"onnx": "", "onnx-int8": "-int8"}
+# The most int8 may move the protocol's mean held-out, pooled held-out or mean in-domain EER from
+# float32's and still be the CPU default (engines.int8_by_default): one point of EER.
+INT8_TOLERANCE = 0.01
 
 # TrainConfig fields that say where and how fast a fold runs, not what it learns.
 RUN_SETTINGS = ("manifest", "out", "monitor_manifest", "resume", "progress", "max_minutes", "threads", "workers")
@@ -70,6 +78,10 @@ class ProtocolOptions:
     eval_hop_s: float = 1.0
     threads: int | None = None  # scoring threads; None: all cores
     progress: bool = True
+    # Engine that scores the eval split. onnx-int8 quantizes each fold's kept checkpoint (calibrated on
+    # the fold's training files, both classes) and writes its results beside float32's
+    # (fold-int8.json, matrix-int8.json): the same trained folds, so the two matrices compare int8 alone.
+    engine: str = "onnx"
 
     def __post_init__(self) -> None:
         self.manifest, self.out = Path(self.manifest), Path(self.out)
@@ -80,6 +92,13 @@ class ProtocolOptions:
             raise ProtocolError(f"--only {', '.join(unknown)}: not a fold; folds: {', '.join(self.folds)}")
         if self.eval_hop_s <= 0:
             raise ProtocolError(f"--eval-hop must be positive, got {self.eval_hop_s}")
+        if self.engine not in EVAL_ENGINES:
+            raise ProtocolError(f"--engine {self.engine!r} not accepted; accepted: {', '.join(EVAL_ENGINES)}")
+
+    @property
+    def suffix(self) -> str:
+        """What the engine adds to result names: '' for onnx (float32), '-int8'."""
+        return EVAL_ENGINES[self.engine]
 
 
 @dataclass(frozen=True)
@@ -187,7 +206,7 @@ def run_fold(plan: FoldPlan, opts: ProtocolOptions) -> dict[str, Any]:
     from training.train import LAST, train
 
     folder = opts.out / f"fold-{plan.name}"
-    done = folder / "fold.json"
+    done = folder / f"fold{opts.suffix}.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
     train_csv, monitor_csv, eval_csv = folder / "train.csv", folder / "monitor.csv", folder / "eval.csv"
@@ -207,15 +226,19 @@ def run_fold(plan: FoldPlan, opts: ProtocolOptions) -> dict[str, Any]:
             raise TimeoutError(f"fold {plan.name}: the --minutes budget ran out at epoch {result.epochs_completed}; "
                                "run the same command again to continue")
     history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
+    if opts.engine == "onnx-int8" and read_config(run_dir / "best").int8 is None:
+        quantize_checkpoint(run_dir / "best", [train_csv], QuantizeOptions())
+    eval_dir = folder / f"eval{opts.suffix}"
     evaluated = evaluate_utterances(
-        EvalOptions(model=str(run_dir / "best"), out=str(folder / "eval"), manifest=str(eval_csv), engine="onnx",
+        EvalOptions(model=str(run_dir / "best"), out=str(eval_dir), manifest=str(eval_csv), engine=opts.engine,
                     hop_s=opts.eval_hop_s, threads=opts.threads, plots=False, progress=opts.progress),
         load_manifest(eval_csv), f"eval split of {opts.manifest}")
     by_path = {r.path: r for r in plan.eval}
     triples = [(s.label, by_path[s.path].attack if s.path in by_path else (s.attack or "-"), s.score)
                for s in evaluated.scores]
     result_json = {
-        "fold": plan.name, "heldout": list(plan.heldout), "train_files": len(plan.train),
+        "fold": plan.name, "engine": opts.engine, "scores": str((eval_dir / "scores.csv").relative_to(opts.out)),
+        "heldout": list(plan.heldout), "train_files": len(plan.train),
         "eval_files": len(evaluated.scores), "unreadable": len(evaluated.unreadable),
         "families": family_eers(triples), "history": history,
         "model": json.loads((run_dir / "best" / "model.json").read_text(encoding="utf-8")).get("metrics", {}),
@@ -233,7 +256,7 @@ def _pooled(folds: Sequence[dict[str, Any]], out: Path) -> tuple[float | None, f
     bona, spoof = [], []
     for f in folds:
         held = set(f["heldout"])
-        path = out / f"fold-{f['fold']}" / "eval" / "scores.csv"
+        path = out / f.get("scores", f"fold-{f['fold']}/eval/scores.csv")  # older fold.json: float32's
         with path.open(newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
                 if r["label"] == BONAFIDE:
@@ -319,7 +342,7 @@ def run(opts: ProtocolOptions) -> dict[str, Any]:
     saved.write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     results = []
     for plan in plans:
-        fold_json = opts.out / f"fold-{plan.name}" / "fold.json"
+        fold_json = opts.out / f"fold-{plan.name}" / f"fold{opts.suffix}.json"
         if opts.only and plan.name not in opts.only:
             if fold_json.is_file():
                 results.append(json.loads(fold_json.read_text(encoding="utf-8")))
@@ -327,9 +350,41 @@ def run(opts: ProtocolOptions) -> dict[str, Any]:
         results.append(run_fold(plan, opts))
     matrix = build_matrix(results, opts.out, recipe)
     matrix["complete"] = len(results) == len(plans)
-    (opts.out / "matrix.json").write_text(json.dumps(matrix, indent=2) + "\n", encoding="utf-8")
-    (opts.out / "matrix.md").write_text(matrix_markdown(matrix), encoding="utf-8")
+    matrix["engine"] = opts.engine
+    (opts.out / f"matrix{opts.suffix}.json").write_text(json.dumps(matrix, indent=2) + "\n", encoding="utf-8")
+    (opts.out / f"matrix{opts.suffix}.md").write_text(matrix_markdown(matrix), encoding="utf-8")
     return matrix
+
+
+INT8_MEASURES = ("mean_heldout_eer", "pooled_heldout_eer", "mean_indomain_eer")
+
+
+def int8_comparison(out: Path) -> dict[str, Any]:
+    """float32 against int8 on the same folds (OUT/matrix.json, OUT/matrix-int8.json), and whether
+    int8 stays within :data:`INT8_TOLERANCE` on every measure."""
+    matrices = {}
+    for engine, suffix in EVAL_ENGINES.items():
+        path = out / f"matrix{suffix}.json"
+        if not path.is_file():
+            raise ProtocolError(f"{path} is missing: run the protocol with --engine {engine} first")
+        matrices[engine] = json.loads(path.read_text(encoding="utf-8"))
+        if not matrices[engine].get("complete"):
+            raise ProtocolError(f"{path}: the protocol has not finished every fold")
+    fp32, int8 = matrices["onnx"], matrices["onnx-int8"]
+    measures = {k: {"float32": fp32[k], "int8": int8[k], "change": int8[k] - fp32[k]} for k in INT8_MEASURES}
+    return {"protocol": str(out), "measures": measures, "tolerance": INT8_TOLERANCE,
+            "within_tolerance": all(abs(m["change"]) <= INT8_TOLERANCE for m in measures.values())}
+
+
+def apply_int8_comparison(out: Path, checkpoint: Path) -> dict[str, Any]:
+    """Record :func:`int8_comparison` in the checkpoint's int8 record (model.json only: no file changes)."""
+    cfg = read_config(checkpoint)
+    if cfg.int8 is None:
+        raise ProtocolError(f"{checkpoint} has no int8 model: python -m engines.quantize --model {checkpoint}")
+    comparison = int8_comparison(out)
+    cfg.int8 = {**cfg.int8, "protocol": comparison}
+    write_config(checkpoint, cfg)
+    return comparison
 
 
 def apply_threshold(matrix_path: Path, checkpoint: Path) -> float:
@@ -384,8 +439,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", help="comma list of folds to run now")
     p.add_argument("--eval-hop", type=float, default=1.0, help="window hop for scoring the eval split (s)")
     p.add_argument("--threads", type=int, help="scoring threads (default: all cores)")
+    p.add_argument("--engine", choices=list(EVAL_ENGINES), default="onnx",
+                   help="engine scoring the eval split; onnx-int8 quantizes the folds' trained models and "
+                        "writes matrix-int8.json beside float32's (default %(default)s)")
     p.add_argument("--apply-threshold", type=Path, metavar="CKPT",
                    help="write OUT/matrix.json's threshold into checkpoint CKPT and exit")
+    p.add_argument("--apply-int8", type=Path, metavar="CKPT",
+                   help="record int8 against float32 on OUT's folds (matrix.json, matrix-int8.json) in "
+                        f"checkpoint CKPT's int8 record and exit; within {INT8_TOLERANCE:.0%} EER on every "
+                        "measure, --engine auto prefers its int8 network on the CPU")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -396,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
         if a.apply_threshold:
             thr = apply_threshold(a.out / "matrix.json", a.apply_threshold)
             print(f"{a.apply_threshold}: threshold p(spoof) {thr:.4f} from {a.out / 'matrix.json'}")
+            return 0
+        if a.apply_int8:
+            c = apply_int8_comparison(a.out, a.apply_int8)
+            changes = ", ".join(f"{k} {100 * m['float32']:.1f} -> {100 * m['int8']:.1f}%"
+                                for k, m in c["measures"].items())
+            verdict = "within" if c["within_tolerance"] else "outside"
+            print(f"{a.apply_int8}: int8 {verdict} {INT8_TOLERANCE:.0%} EER of float32 ({changes})")
             return 0
         if a.manifest is None:
             raise ProtocolError("--manifest is required to run the protocol")
@@ -408,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = TrainConfig.from_dict(base)
         opts = ProtocolOptions(manifest=a.manifest, out=a.out, recipe=recipe, folds=a.folds or dict(DEFAULT_FOLDS),
                                only=tuple(x for x in a.only.split(",") if x), eval_hop_s=a.eval_hop,
-                               threads=a.threads, progress=not a.no_progress)
+                               threads=a.threads, progress=not a.no_progress, engine=a.engine)
         matrix = run(opts)
     except TimeoutError as e:
         print(f"paused: {e}", file=sys.stderr)
