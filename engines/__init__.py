@@ -125,5 +125,6 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
                      if engine == "auto" else f"--engine {engine}")
     if engine == "auto" and name == "onnx-int8":
         tolerance = config.int8["protocol"]["tolerance"]
-        loaded.choice += f"; its int8 network kept float32's EER within {tolerance:.0%} on the generalization protocol"
+        loaded.choice += (f"; its int8 network kept float32's EER within {100 * tolerance:g} point"
+                          f"{'' if tolerance == 0.01 else 's'} on the generalization protocol")
     return loaded

@@ -67,17 +67,31 @@ def test_the_batcher_resolves_auto_once(monkeypatch) -> None:
             BatcherOptions(parallel=bad)  # type: ignore[arg-type]
 
 
-def test_auto_would_take_int8_first_only_where_the_one_hook_says_so(monkeypatch) -> None:
+def test_auto_takes_int8_first_only_where_the_checkpoint_records_it_within_tolerance(tmp_path) -> None:
+    import shutil
+
+    from engines.checkpoint import write_config
+
     config = read_config(engines.resolve_model("specrnet"))
-    assert engines.auto_order(config) == ["tensorrt", "cuda", "onnx", "torch"]
+    within = (config.int8 or {}).get("protocol", {}).get("within_tolerance", False)
     plain = engines.load("specrnet")
-    assert plain.name == "onnx"  # no GPU in CI: the first that runs here
-    assert describe_engine(plain) == ("engine onnx (float32 on the CPU; --engine auto: the first of "
-                                      "tensorrt, cuda, onnx, torch that runs here)")
-    monkeypatch.setattr(engines, "int8_by_default", lambda config: True)
-    assert engines.auto_order(config) == ["tensorrt", "cuda", "onnx-int8", "onnx", "torch"]
-    assert describe_engine(engines.load("specrnet")).startswith("engine onnx-int8 (int8 on the CPU; --engine auto")
-    assert describe_engine(engines.load("specrnet", "onnx")) == "engine onnx (float32 on the CPU; --engine onnx)"
+    assert plain.name == ("onnx-int8" if within else "onnx")  # no GPU in CI: the first that runs here
+    # A copy whose int8 record says the opposite, then both verdicts: auto follows the record.
+    ckpt = tmp_path / "m"
+    shutil.copytree(engines.resolve_model("specrnet"), ckpt)
+    for verdict in (False, True):
+        config.int8 = {**config.int8, "protocol": {"within_tolerance": verdict, "tolerance": 0.01}}
+        write_config(ckpt, config)
+        if not verdict:
+            assert engines.auto_order(config) == ["tensorrt", "cuda", "onnx", "torch"]
+            assert describe_engine(engines.load(ckpt)) == ("engine onnx (float32 on the CPU; --engine auto: the "
+                                                           "first of tensorrt, cuda, onnx, torch that runs here)")
+        else:
+            assert engines.auto_order(config) == ["tensorrt", "cuda", "onnx-int8", "onnx", "torch"]
+            assert describe_engine(engines.load(ckpt)) == (
+                "engine onnx-int8 (int8 on the CPU; --engine auto: the first of tensorrt, cuda, onnx-int8, onnx, "
+                "torch that runs here; its int8 network kept float32's EER within 1 point on the generalization protocol)")
+    assert describe_engine(engines.load(ckpt, "onnx")) == "engine onnx (float32 on the CPU; --engine onnx)"
 
 
 def test_a_server_with_the_defaults_says_what_it_chose_and_why() -> None:

@@ -446,7 +446,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="write OUT/matrix.json's threshold into checkpoint CKPT and exit")
     p.add_argument("--apply-int8", type=Path, metavar="CKPT",
                    help="record int8 against float32 on OUT's folds (matrix.json, matrix-int8.json) in "
-                        f"checkpoint CKPT's int8 record and exit; within {INT8_TOLERANCE:.0%} EER on every "
+                        f"checkpoint CKPT's int8 record and exit; within {100 * INT8_TOLERANCE:g} point of EER on every "
                         "measure, --engine auto prefers its int8 network on the CPU")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             changes = ", ".join(f"{k} {100 * m['float32']:.1f} -> {100 * m['int8']:.1f}%"
                                 for k, m in c["measures"].items())
             verdict = "within" if c["within_tolerance"] else "outside"
-            print(f"{a.apply_int8}: int8 {verdict} {INT8_TOLERANCE:.0%} EER of float32 ({changes})")
+            print(f"{a.apply_int8}: int8 {verdict} {100 * INT8_TOLERANCE:g} point of float32's EER ({changes})")
             return 0
         if a.manifest is None:
             raise ProtocolError("--manifest is required to run the protocol")
