@@ -174,6 +174,11 @@ def test_int8_is_scored_on_the_same_folds_and_recorded_in_a_checkpoint(protocol:
     assert change["float32"] == fp32["mean_heldout_eer"] and change["int8"] == int8["mean_heldout_eer"]
     cfg = read_config(ckpt)
     assert cfg.int8["protocol"] == comparison
+    from tools.model_card import int8_protocol_sentence  # the model card says it in words
+
+    words = int8_protocol_sentence(cfg.int8)[1]
+    assert ("within 1 point" if comparison["within_tolerance"] else "outside 1 point") in words
+    assert f"{100 * change['int8']:.2f}%" in words
     # --engine auto follows the recorded verdict, whichever it is on these crude models.
     order = engines.auto_order(cfg)
     assert ("onnx-int8" in order) == comparison["within_tolerance"]

@@ -60,6 +60,22 @@ def split_eers(rows: list[dict[str, str]], heldout: list[str]) -> dict[str, floa
             "heldout": _eer(bona + [r for r in spoof if r["attack"] in heldout])[0]}
 
 
+def int8_protocol_sentence(record: dict | None) -> list[str]:
+    """The generalization protocol's int8 verdict in the checkpoint's int8 record, if it has one."""
+    c = (record or {}).get("protocol")
+    if not c:
+        return []
+    m = c["measures"]
+    verdict = ("within" if c["within_tolerance"] else "outside") + f" {100 * c['tolerance']:g} point of EER"
+    uses = "so `--engine auto` runs it on the CPU" if c["within_tolerance"] else "so it stays opt-in"
+    return ["", (f"On the generalization protocol ({len(c['folds'])} folds, each fold's model quantized and "
+                 f"scored again), float32 -> int8: mean held-out EER {_pct(m['mean_heldout_eer']['float32'])} -> "
+                 f"{_pct(m['mean_heldout_eer']['int8'])}, pooled held-out {_pct(m['pooled_heldout_eer']['float32'])} "
+                 f"-> {_pct(m['pooled_heldout_eer']['int8'])}, mean in-domain "
+                 f"{_pct(m['mean_indomain_eer']['float32'])} -> {_pct(m['mean_indomain_eer']['int8'])}: {verdict}, "
+                 f"{uses} (`python -m training.generalization ... --engine onnx-int8`, `--apply-int8`).")]
+
+
 def int8_section(fp32: list[dict[str, str]], int8: list[dict[str, str]], heldout: list[str]) -> list[str]:
     """EERs of the onnx-int8 engine beside float32's on the same files, and how far file
     probabilities (sigmoid of the mean window logit) move."""
@@ -171,7 +187,8 @@ def build(model_dir: Path, scores: Path, heldout: list[str], robustness: Path | 
         "", f"minDCF (ASVspoof 5 costs) {min_dcf:.4f}; AUC {auc:.4f}. At the shipped threshold "
         f"({cfg['threshold']:.4f}): accuracy {at.accuracy:.4f}, precision {at.precision:.4f}, recall {at.recall:.4f} "
         f"(spoof = positive; bona fide wrongly flagged: {at.fp} of {nb}).",
-        *(int8_section(rows, _rows(int8_scores), heldout) if int8_scores else []), "",
+        *(int8_section(rows, _rows(int8_scores), heldout) if int8_scores else []),
+        *int8_protocol_sentence(cfg.get("int8")), "",
         "### EER per generator (its spoofs against all bona fide)", "", "| generator | EER | spoof files |",
         "| --- | --- | --- |",
     ]

@@ -372,7 +372,9 @@ def int8_comparison(out: Path) -> dict[str, Any]:
             raise ProtocolError(f"{path}: the protocol has not finished every fold")
     fp32, int8 = matrices["onnx"], matrices["onnx-int8"]
     measures = {k: {"float32": fp32[k], "int8": int8[k], "change": int8[k] - fp32[k]} for k in INT8_MEASURES}
-    return {"protocol": str(out), "measures": measures, "tolerance": INT8_TOLERANCE,
+    # The recipe and folds, not OUT's path: the record travels with the checkpoint.
+    return {"recipe": fp32["recipe"], "folds": {k: f["heldout"] for k, f in fp32["folds"].items()},
+            "measures": measures, "tolerance": INT8_TOLERANCE,
             "within_tolerance": all(abs(m["change"]) <= INT8_TOLERANCE for m in measures.values())}
 
 
@@ -489,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: run the same command to continue", file=sys.stderr)
         return 130
     print(matrix_markdown(matrix), end="")
-    print(f"written: {a.out / 'matrix.md'}, {a.out / 'matrix.json'}")
+    print(f"written: {a.out / f'matrix{opts.suffix}.md'}, {a.out / f'matrix{opts.suffix}.json'}")
     return 0
 
 

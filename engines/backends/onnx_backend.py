@@ -154,11 +154,12 @@ class OnnxEngine(Engine):
 
 
 class OnnxInt8Engine(OnnxEngine):
-    """Same session options as ``onnx``; opt-in only (``auto`` never picks it)."""
+    """Same session options as ``onnx``. ``auto`` picks it only for a checkpoint whose int8 record
+    holds the generalization protocol's verdict within tolerance (``engines.int8_by_default``)."""
 
     name = "onnx-int8"
     precision = "int8"
-    auto_rank = None  # its scores differ slightly from the float32 model's
+    auto_rank = None  # its scores differ slightly from float32's: ranked per checkpoint (engines.auto_order)
 
     @classmethod
     def availability(cls, folder: Path | None) -> Availability:
@@ -166,12 +167,12 @@ class OnnxInt8Engine(OnnxEngine):
         if not base.available:
             return base
         if folder is None:
-            return Availability(True, f"onnxruntime on the CPU, int8 network (needs {INT8_NAME}; opt-in)")
+            return Availability(True, f"onnxruntime on the CPU, int8 network (needs {INT8_NAME})")
         try:
             verify_int8(folder, read_config(folder))
         except (EngineError, CheckpointError) as e:
             return Availability(False, str(e))
-        return Availability(True, "onnxruntime on the CPU, int8 network (opt-in)")
+        return Availability(True, "onnxruntime on the CPU, int8 network")
     # This pass moves QuantizeLinear up across MaxPool so the pool runs on int8, which ORT does
     # 4x slower than in float32 here (ResMax's first pool: 7.2 ms vs 1.75 ms); max commutes with
     # quantization, so the scores are the same without it.
