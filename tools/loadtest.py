@@ -71,7 +71,7 @@ class Row:
     engine: str
     streams: int
     threads: int
-    parallel: int
+    parallel: int | str  # "auto": the server's default (workers from its cores)
     max_batch: int
     hop_s: float
     seconds: float
@@ -93,6 +93,7 @@ class Row:
     busy_pct: float
     servers: int = 1  # 1: clients connect to the server; more: through HAProxy
     hop_frontend: str = "auto"  # the server's --hop-frontend (auto: front end once per hop where it applies)
+    server_says: str = ""  # its start line: the engine, precision and workers it chose, and why
 
 
 def checkpoint(scratch: Path, int8: bool = False) -> Path:
@@ -133,7 +134,7 @@ def cpu_seconds(pid: int | None = None) -> float:
 class Server:
     """``realtime-detect --input ws`` in a subprocess on a free loopback port; stderr kept drained."""
 
-    def __init__(self, model: Path, *, engine: str, threads: int, hop: float, parallel: int, max_batch: int,
+    def __init__(self, model: Path, *, engine: str, threads: int, hop: float, parallel: int | str, max_batch: int,
                  max_connections: int, extra: tuple[str, ...] = (), cpus: list[int] | None = None) -> None:
         self.cmd = [sys.executable, "-m", "realtime.cli", "--input", "ws", "--port", "0", "--quiet",
                     "--model", str(model), "--engine", engine, "--threads", str(threads), "--hop", str(hop),
@@ -253,7 +254,7 @@ async def run_clients(port: int, streams: int, pcms: list[bytes]) -> list[Stream
     return results
 
 
-def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int, hop: float, seconds: float,
+def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int | str, hop: float, seconds: float,
             max_batch: int, pcms: list[bytes], servers: int = 1, cores_per_server: int = 0,
             hop_frontend: str = "auto") -> Row:
     from tools.haproxy import HAProxy
@@ -271,6 +272,7 @@ def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int,
         port = proxy.port if proxy is not None else procs[0].port
         for p in procs:
             p.health()
+        says = next((line.removeprefix("realtime-detect: ") for line in procs[0].log if "inference worker" in line), "")
         cpu0, me0, wall0 = sum(cpu_seconds(p.proc.pid) for p in procs), cpu_seconds(), time.monotonic()
         results = asyncio.run(run_clients(port, streams, pcms))
         wall = time.monotonic() - wall0
@@ -300,15 +302,21 @@ def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int,
                server_cpu_ms_per_window=round(1000 * (cpu1 - cpu0) / max(1, windows), 2), client_cpu_pct=round(100 * (me1 - me0) / wall, 1),
                mean_batch=round(sum(h.get("mean_batch", 0.0) for h in healths) / len(healths), 2),
                busy_pct=round(100 * sum(h.get("busy_s", 0.0) for h in healths) / wall, 1), servers=servers,
-               hop_frontend=hop_frontend)
+               hop_frontend=hop_frontend, server_says=says)
+
+
+def _parallel(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100])
-    ap.add_argument("--engine", default="onnx", help="engine of the server (default onnx; see --list-engines)")
+    ap.add_argument("--engine", default="auto",
+                    help="engine of the server (default auto: what the server picks by itself; see --list-engines)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1], help="ONNX Runtime intra-op threads")
-    ap.add_argument("--parallel", type=int, nargs="+", default=[1], help="concurrent engine calls per batch")
+    ap.add_argument("--parallel", type=_parallel, nargs="+", default=["auto"],
+                    help="concurrent engine calls per batch (default auto: the server's, from its cores)")
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--hop-frontend", nargs="+", choices=("auto", "on", "off"), default=["auto"],
                     help="the server's front end once per hop; 'auto off' alternates both per configuration")
