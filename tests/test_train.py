@@ -204,3 +204,28 @@ def test_a_chosen_front_end_is_trained_saved_and_exported(corpus: Path, tmp_path
     assert main(["--manifest", str(corpus), "--out", str(tmp_path / "x"), "--frontend", '{"kind": "mfcc"}']) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: front end kind 'mfcc' is not supported; accepted: logmel, loglinear, logpower")
+
+
+def test_init_starts_from_a_checkpoints_weights(corpus: Path, resumed: tuple[Path, TrainResult, TrainResult],
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A curriculum's second stage: the weights come from --init, the optimizer starts fresh. With a
+    learning rate too small to move them, the convolutions end where the checkpoint's were."""
+    import torch
+
+    from engines.checkpoint import load_detector
+
+    _, _, first = resumed
+    source, _ = load_detector(first.best_dir)
+    result = train(_cfg(corpus, tmp_path / "stage2", epochs=1, lr=1e-12, init=str(first.best_dir)))
+    after, mc = load_detector(result.best_dir)
+    fresh, _ = load_detector(train(_cfg(corpus, tmp_path / "fresh", epochs=1, lr=1e-12)).best_dir)
+    for name in ("block0.conv1.weight", "block2.conv2.weight", "fc2.weight"):
+        w = dict(source.network.named_parameters())[name]
+        assert torch.allclose(dict(after.network.named_parameters())[name], w, atol=1e-6)
+        assert not torch.allclose(dict(fresh.network.named_parameters())[name], w, atol=1e-3)
+    assert mc.training_data["init"]["model"] == read_config(first.best_dir).model_id
+    # Another network refuses in one line.
+    assert main(["--manifest", str(corpus), "--out", str(tmp_path / "bad"), "--arch", "resmax", "--epochs", "1",
+                 "--init", str(first.best_dir), "--no-progress", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --init ") and err.count("\n") == 1

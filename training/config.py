@@ -60,6 +60,9 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None = cores not used by data workers
     seed: int = 0
     resume: bool = False
+    # Start from this checkpoint's network weights (same architecture, arch_params and front end), with
+    # a fresh optimizer and schedule: the second stage of a curriculum. A resumed run ignores it.
+    init: str | None = None
     max_minutes: float | None = None  # stop (and save) once this much wall time has passed
     window_s: float = 4.0
     sample_rate: int = 16000

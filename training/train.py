@@ -82,6 +82,23 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, manifest_sha: str,
         raise ResumeError("cannot resume: the run was started with other settings: " + "; ".join(diffs))
 
 
+def init_from(det: Any, checkpoint: str) -> dict[str, str]:
+    """Copy a checkpoint's network weights into ``det``, which must be the same model; returns
+    what the training record keeps of it."""
+    from engines.checkpoint import load_detector
+
+    source, mc = load_detector(checkpoint)
+    if source.frontend.config != det.frontend.config:
+        raise ValueError(f"--init {checkpoint}: its front end {source.frontend.config.to_dict()} differs from "
+                         f"this run's {det.frontend.config.to_dict()}")
+    try:
+        det.network.load_state_dict(source.network.state_dict())
+    except RuntimeError:  # other layers or shapes: another architecture or arch_params
+        raise ValueError(f"--init {checkpoint}: a {mc.architecture} with arch_params {mc.arch_params}, "
+                         "not this run's network") from None
+    return {"checkpoint": str(Path(checkpoint).resolve()), "model": mc.model_id}
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     try:
         import torch
@@ -155,6 +172,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     frontend = FrontEndConfig.from_dict(cfg.frontend) if cfg.frontend is not None else None
     det = build_detector(cfg.arch, frontend, **cfg.arch_params).to(device)
+    if cfg.init and not cfg.resume:
+        training_data["init"] = init_from(det, cfg.init)
     # No weight decay on norms and biases (1-D tensors): decaying a BatchNorm scale only fights it.
     params = [p for p in det.network.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -324,6 +343,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on this seeded share of the training files (0..1], e.g. 0.25 for a data-size curve")
     p.add_argument("--max-minutes", type=float, help="stop and save after this much wall time")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (same model; fresh "
+                   "optimizer and schedule), e.g. a run on the neural vocoders alone")
     p.add_argument("--no-augment", action="store_true", help="random crops only")
     p.add_argument("--no-onnx", action="store_true", help="do not export model.onnx at the end")
     p.add_argument("--no-progress", action="store_true")
@@ -334,7 +355,7 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     args = _parser().parse_args(argv)
     base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
     names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "frontend", "out", "epochs", "batch_size", "lr", "weight_decay",
-             "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume",
+             "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume", "init",
              "train_fraction"}
     for name in names:
         value = getattr(args, name)
