@@ -85,8 +85,8 @@ def auto_order(config: ModelConfig) -> list[str]:
     return ranked
 
 
-def _auto(folder: Path, config: ModelConfig) -> str:
-    for name in auto_order(config):
+def _auto(folder: Path, order: list[str]) -> str:
+    for name in order:
         if backend_class(name).availability(folder).available:
             return name
     raise EngineError(f"{folder}: no engine can run it here: it has no {ONNX_NAME} and torch is not installed")
@@ -108,7 +108,8 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
         raise EngineError(f"--triton-url is for engine 'triton', not {engine!r}")
     folder = resolve_model(model)
     config = read_config(folder)
-    name = _auto(folder, config) if engine == "auto" else engine
+    order = auto_order(config) if engine == "auto" else []
+    name = _auto(folder, order) if engine == "auto" else engine
     cls = backend_class(name)
     if split == "auto":
         split = cls.supports_split and cls.has_split_view(config)
@@ -121,10 +122,10 @@ def load(model: str | Path = "specrnet", engine: str = "auto", *, threads: int =
             raise EngineError(f"engine {name!r} is not available here: {status.reason}")
     loaded = cls.from_request(EngineRequest(folder, config, threads=threads, max_batch=max_batch,
                                             device=device, triton=triton, split=split))
-    loaded.choice = (f"--engine auto: the first of {', '.join(auto_order(config))} that runs here"
+    loaded.choice = (f"--engine auto: the first of {', '.join(order)} that runs here"
                      if engine == "auto" else f"--engine {engine}")
     if engine == "auto" and name == "onnx-int8":
-        tolerance = config.int8["protocol"]["tolerance"]
-        loaded.choice += (f"; its int8 network kept float32's EER within {100 * tolerance:g} point"
-                          f"{'' if tolerance == 0.01 else 's'} on the generalization protocol")
+        points = 100 * config.int8["protocol"]["tolerance"]
+        loaded.choice += (f"; its int8 network kept float32's EER within {points:g} point{'s' * (points != 1)}"
+                          " on the generalization protocol")
     return loaded

@@ -51,7 +51,8 @@ Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2
 D = DetectorOptions()  # the defaults the parser shows
 
 
-def _parallel(text: str) -> int | str:
+def parallel_arg(text: str) -> int | str:
+    """``--parallel``: a number of engine calls, or ``auto``."""
     if text == "auto":
         return text
     try:
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="micro-batcher: longest a window waits for others to share an engine call (default %(default)g)")
     live.add_argument("--max-pending", type=int, default=D.batching.max_pending,
                       help="windows queued per stream before its oldest is shed under overload (default %(default)s)")
-    live.add_argument("--parallel", type=_parallel, default=D.batching.parallel, metavar="N|auto",
+    live.add_argument("--parallel", type=parallel_arg, default=D.batching.parallel, metavar="N|auto",
                       help="split each batch over N concurrent single-engine calls (with --threads 1, N = cores "
                            "scales better than --threads N for SpecRNet); default %(default)s: a CPU engine gets one "
                            "per core this process may use, one core left to the event loop above 2 cores "

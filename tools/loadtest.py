@@ -305,17 +305,15 @@ def run_one(model: Path, engine: str, streams: int, threads: int, parallel: int 
                hop_frontend=hop_frontend, server_says=says)
 
 
-def _parallel(text: str) -> int | str:
-    return text if text == "auto" else int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from realtime.cli_args import parallel_arg  # the server's own reading of --parallel
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, nargs="+", default=[25, 50, 100])
     ap.add_argument("--engine", default="auto",
                     help="engine of the server (default auto: what the server picks by itself; see --list-engines)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1], help="ONNX Runtime intra-op threads")
-    ap.add_argument("--parallel", type=_parallel, nargs="+", default=["auto"],
+    ap.add_argument("--parallel", type=parallel_arg, nargs="+", default=["auto"],
                     help="concurrent engine calls per batch (default auto: the server's, from its cores)")
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--hop-frontend", nargs="+", choices=("auto", "on", "off"), default=["auto"],
