@@ -136,6 +136,11 @@ def test_protocol_resumes_without_retraining(protocol: tuple[Path, dict], manife
     assert again["mean_heldout_eer"] == first["mean_heldout_eer"]
     with pytest.raises(ProtocolError, match="another recipe"):
         run(ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(lr=0.5), folds=FOLDS, progress=False))
+    # A recipe.json written before TrainConfig had an option reads that option as its default.
+    saved = json.loads((out / "recipe.json").read_text())
+    (out / "recipe.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "first_stage"}))
+    assert run(ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(), folds=FOLDS, threads=1,
+                               progress=False))["mean_heldout_eer"] == first["mean_heldout_eer"]
 
 
 def test_threshold_goes_into_a_checkpoint(protocol: tuple[Path, dict], tmp_path: Path) -> None:

@@ -229,3 +229,31 @@ def test_init_starts_from_a_checkpoints_weights(corpus: Path, resumed: tuple[Pat
                  "--init", str(first.best_dir), "--no-progress", "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --init ") and err.count("\n") == 1
+
+
+def test_curriculum_trains_its_families_first_then_everything_from_there(corpus: Path, tmp_path: Path) -> None:
+    """first_stage: OUT/first-stage trains on bona fide and its families alone; the run in OUT starts
+    from its weights. A stage stopped by the time limit resumes, and the first stage is not redone."""
+    from training.curriculum import FIRST_STAGE_DIR, run_training
+
+    out = tmp_path / "curriculum"
+    stage = {"families": ["RPV"], "epochs": 2}
+    stopped = run_training(_cfg(corpus, out, epochs=1, first_stage=stage, max_minutes=1e-6))
+    assert stopped.stop_reason == "time_limit" and not (out / "last").exists()
+    with pytest.raises(ValueError, match="already holds a training run"):
+        run_training(_cfg(corpus, out, epochs=1, first_stage=stage))
+    result = run_training(_cfg(corpus, out, epochs=1, first_stage=stage, resume=True))
+    assert result.stop_reason == "epochs"
+    first = out / FIRST_STAGE_DIR
+    first_data = read_config(first / "best").training_data
+    assert set(first_data["train"]["attacks"]) == {"RPV"}, first_data["train"]
+    assert first_data["train"]["bonafide"] == 6
+    mc = read_config(result.best_dir)
+    assert set(mc.training_data["train"]["attacks"]) == {"RPV", "RPV2"}
+    assert mc.training_data["init"]["checkpoint"] == str((first / "best").resolve())
+    assert json.loads((out / "config.json").read_text())["first_stage"] == stage
+    # A family the manifest lacks is a one-line refusal, before any training.
+    with pytest.raises(ValueError, match="no rows of the first stage's families"):
+        run_training(_cfg(corpus, tmp_path / "none", epochs=1, first_stage={"families": ["vocos"], "epochs": 1}))
+    with pytest.raises(ValueError, match="first_stage.epochs must be >= 1"):
+        _cfg(corpus, tmp_path / "bad", first_stage={"families": ["RPV"], "epochs": 0})

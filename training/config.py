@@ -10,13 +10,40 @@ from typing import Any
 from engines.frontend_config import FrontEndConfig
 from training.augment import AugmentConfig
 
-__all__ = ["TrainConfig", "SCHEDULERS", "SELECTION", "BALANCING", "AMP_MODES", "DEVICES"]
+__all__ = ["TrainConfig", "FirstStage", "SCHEDULERS", "SELECTION", "BALANCING", "AMP_MODES", "DEVICES"]
 
 SCHEDULERS = ("cosine", "plateau")
 SELECTION = ("dev", "last")
 BALANCING = ("pos_weight", "sampler", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    """A curriculum's first stage: train on bona fide and these spoof families alone, then on
+    everything from the first stage's weights (``training.curriculum``). Families absent from
+    the manifest (held out by the generalization protocol) are simply not there to train on."""
+
+    families: tuple[str, ...]
+    epochs: int
+    train_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "families", tuple(self.families))
+        if not self.families or not all(isinstance(f, str) and f for f in self.families):
+            raise ValueError(f"first_stage.families must name at least one spoof family, got {list(self.families)}")
+        if self.epochs < 1:
+            raise ValueError(f"first_stage.epochs must be >= 1, got {self.epochs}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"first_stage.train_fraction must be in (0, 1], got {self.train_fraction}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FirstStage:
+        known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) - known or "families" not in d or "epochs" not in d:
+            raise ValueError(f"first_stage must be an object with families, epochs[, train_fraction]; got {d!r}")
+        return cls(**d)
 
 
 @dataclass
@@ -63,6 +90,8 @@ class TrainConfig:
     # Start from this checkpoint's network weights (same architecture, arch_params and front end), with
     # a fresh optimizer and schedule: the second stage of a curriculum. A resumed run ignores it.
     init: str | None = None
+    # A curriculum (FirstStage fields): first the neural vocoders alone, then every family. None: one stage.
+    first_stage: dict[str, Any] | None = None
     max_minutes: float | None = None  # stop (and save) once this much wall time has passed
     window_s: float = 4.0
     sample_rate: int = 16000
@@ -95,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.first_stage is not None:
+            FirstStage.from_dict(self.first_stage)  # raises, naming the field, if invalid
         if self.frontend is not None:
             fe = FrontEndConfig.from_dict(self.frontend)  # raises, naming the field, if invalid
             if fe.sample_rate != self.sample_rate:

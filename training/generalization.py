@@ -200,10 +200,11 @@ def family_eers(scores: Sequence[tuple[str, str, float]]) -> dict[str, dict[str,
 
 def run_fold(plan: FoldPlan, opts: ProtocolOptions) -> dict[str, Any]:
     """Train (or resume) and score one fold; the result is also written to fold.json."""
-    from training.evaluate import EvalOptions, evaluate_utterances
+    from training.curriculum import has_run_state, run_training
     from training.datasets import load_manifest
+    from training.evaluate import EvalOptions, evaluate_utterances
     from training.state import STATE_JSON
-    from training.train import LAST, train
+    from training.train import LAST
 
     folder = opts.out / f"fold-{plan.name}"
     done = folder / f"fold{opts.suffix}.json"
@@ -219,9 +220,9 @@ def run_fold(plan: FoldPlan, opts: ProtocolOptions) -> dict[str, Any]:
     started = time.monotonic()
     if not finished:
         cfg = TrainConfig.from_dict({**opts.recipe.to_dict(), "manifest": str(train_csv), "out": str(run_dir),
-                                     "monitor_manifest": str(monitor_csv), "resume": state_file.is_file(),
+                                     "monitor_manifest": str(monitor_csv), "resume": has_run_state(run_dir),
                                      "progress": opts.progress})
-        result = train(cfg)
+        result = run_training(cfg)
         if result.stop_reason == "time_limit":
             raise TimeoutError(f"fold {plan.name}: the --minutes budget ran out at epoch {result.epochs_completed}; "
                                "run the same command again to continue")
@@ -337,7 +338,9 @@ def run(opts: ProtocolOptions) -> dict[str, Any]:
     opts.out.mkdir(parents=True, exist_ok=True)
     recipe = {k: v for k, v in opts.recipe.to_dict().items() if k not in RUN_SETTINGS}
     saved = opts.out / "recipe.json"
-    if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(recipe)):
+    # Options added to TrainConfig after a run started are absent from its recipe.json: read as defaults.
+    defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in RUN_SETTINGS}
+    if saved.is_file() and {**defaults, **json.loads(saved.read_text(encoding="utf-8"))} != json.loads(json.dumps(recipe)):
         raise ProtocolError(f"{opts.out} holds a run of another recipe ({saved}); use a new --out")
     saved.write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     results = []

@@ -6,7 +6,9 @@ Writes into ``--out``:
   model.safetensors and, at the end of the run, model.onnx), with the dev EER, epoch, training
   data (manifest path, sha256, counts per class/attack) and the threshold at the dev EER point;
 * ``last/``  the state to resume from (``--resume``): safetensors + JSON, no pickle;
-* ``config.json`` (the TrainConfig used) and ``history.json`` (one entry per epoch).
+* ``config.json`` (the TrainConfig used) and ``history.json`` (one entry per epoch);
+* ``first-stage/``  with a curriculum (``first_stage``), the run on its families alone
+  (``training.curriculum``), whose weights start the run above.
 
 Resuming with a larger ``--epochs`` stretches the cosine schedule from where the run stands.
 Loss: BCE on the spoof logit (target 1 = spoof). The front end always runs in float32; on CUDA
@@ -345,6 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/last")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (same model; fresh "
                    "optimizer and schedule), e.g. a run on the neural vocoders alone")
+    p.add_argument("--first-stage", type=json.loads, metavar="JSON",
+                   help='a curriculum: first train on bona fide and these families alone, e.g. \'{"families": '
+                        '["hifigan-lj", "piper"], "epochs": 8}\' (in OUT/first-stage), then on everything')
     p.add_argument("--no-augment", action="store_true", help="random crops only")
     p.add_argument("--no-onnx", action="store_true", help="do not export model.onnx at the end")
     p.add_argument("--no-progress", action="store_true")
@@ -356,7 +361,7 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
     names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "frontend", "out", "epochs", "batch_size", "lr", "weight_decay",
              "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume", "init",
-             "train_fraction"}
+             "train_fraction", "first_stage"}
     for name in names:
         value = getattr(args, name)
         if value is not None:
@@ -375,9 +380,11 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.curriculum import run_training
+
     try:
         cfg = config_from_args(argv)
-        result = train(cfg)
+        result = run_training(cfg)
     except (ValueError, FileNotFoundError, EngineError, MissingExtraError, TrainingDivergedError) as e:
         # ValueError covers DatasetFormatError, AudioFileError, CheckpointError, ResumeError.
         print(f"error: {e}", file=sys.stderr)
