@@ -130,18 +130,24 @@ def reproduce_section(cfg: dict, model_dir: Path) -> list[str]:
     """The commands that remake these weights, read from the config stored in model.json."""
     tc = cfg["training_data"]["config"]
     cap = tc.get("max_minutes")
+    first = tc.get("first_stage")
+    # How this run was continued is not part of the recipe: a fresh run starts without resume, and a
+    # curriculum's second stage gets its init from its own first stage.
+    drop = ["resume"] + (["init"] if first else [])
+    curriculum = (f" First {first['epochs']} epochs on bona fide and the {', '.join(first['families'])} families"
+                  " alone (OUT/first-stage), then the recipe from those weights." if first else "")
     return [
         "**Reproduce.** The corpus recipe and the training config stored in `model.json` remake these weights:", "",
         "```sh",
         "python -m training.synth --source ../shared/data/bonafide --out corpus --workers 2",
         f"python -c \"import json; c = json.load(open('{model_dir}/model.json'))['training_data']['config'];"
-        " json.dump(c, open('train.json', 'w'))\"",
+        f" c = {{k: v for k, v in c.items() if k not in {drop!r}}}; json.dump(c, open('train.json', 'w'))\"",
         f"python -m training.train --config train.json --manifest corpus/manifest.csv --out runs/{cfg['architecture']}",
         "```", "",
         f"Seed {tc['seed']}, {tc['epochs']} epochs, batch {tc['batch_size']}, AdamW lr {tc['lr']:g}, {tc['scheduler']}"
         f" schedule, {tc['threads']} torch thread(s), {tc['workers']} loader process(es)"
         + (f"; a {cap:g}-minute wall-clock cap, so on a faster or slower machine the last epoch runs a"
-           " different number of steps and the weights differ slightly." if cap else "."), "",
+           " different number of steps and the weights differ slightly." if cap else ".") + curriculum, "",
     ]
 
 
