@@ -121,7 +121,7 @@ class OnnxEngine(Engine):
         inputs = session.get_inputs()
         # None in ``shape``: any length (the trunk's tile follows the run's hop).
         got = list(inputs[0].shape[1:]) if len(inputs) == 1 else []
-        if len(inputs) != 1 or inputs[0].name != name or [g if s is None else s for g, s in zip(got, shape)] != shape:
+        if len(inputs) != 1 or inputs[0].name != name or [None if s is None else g for g, s in zip(got, shape)] != shape:
             got = [(i.name, i.shape) for i in inputs]
             raise EngineError(f"{path}: expected one input '{name}' [batch, {', '.join(map(str, shape))}], got {got}")
         return session
