@@ -25,10 +25,11 @@ network splits into two parts with the cut chosen so that the expensive part is 
   conv 3 (+2 x s=1) -> 3, conv 3 (+2) -> 5, pool 2 (+1 x 1) -> 6, pool 5 (+4 x 2) -> 14; the
   3x1 convs and frequency pools add nothing. So context = 14, stride = 10: a hop's 5 new trunk
   frames need the hop's 50 new feature frames plus the 4 before them (54 frames).
-* **readout** (``Readout``): trunk frames [B, C, N] -> logit [B]. BatchNorm + SELU, then
-  SpecRNet's 2-layer BiGRU (last step) and two linear layers. It reads the window's trunk frames
-  only, so any computation in it is exact per hop; it runs on 39 frames of 64 channels, which is
-  cheap, so it is recomputed every hop.
+* **readout** (``Readout``): trunk frames [B, C, N] -> logit [B]. BatchNorm + SELU, max pooling
+  by 5 in time (the newest frames kept: 39 -> 7 steps of 0.5 s, as SpecRNet's GRU sees 6 of
+  0.64 s), then SpecRNet's 2-layer BiGRU (last step) and two linear layers. It reads the window's
+  trunk frames only, so any computation in it is exact per hop; it is cheap, so it is recomputed
+  every hop.
 
 The whole-window forward (``SpecRNetStream``) crops the window before the trunk: the ``edge``
 frames at each end whose centred STFT reached into the window's zero padding (2 for SpecRNet's
@@ -116,7 +117,11 @@ class StreamTrunk(nn.Module):
 
 
 class Readout(nn.Module):
-    """Trunk frames [B, C, N] -> logit [B]: SpecRNet's head (BatchNorm, SELU, BiGRU's last step, FC)."""
+    """Trunk frames [B, C, N] -> logit [B]: SpecRNet's head (BatchNorm, SELU, BiGRU's last step, FC)
+    over the trunk frames max-pooled by ``TIME_POOL``, the oldest ``N % TIME_POOL`` left out."""
+
+    #: Trunk frames per GRU step: a short sequence keeps the GRU cheap per hop (and its export small).
+    TIME_POOL = 5
 
     def __init__(self, channels: int = 64, gru_hidden: int = 64, gru_layers: int = 2, fc_hidden: int = 128) -> None:
         super().__init__()
@@ -126,8 +131,9 @@ class Readout(nn.Module):
         self.fc2 = nn.Linear(fc_hidden, 1)
 
     def forward(self, trunk: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.selu(self.bn_before_gru(trunk)).transpose(1, 2)
-        x, _ = self.gru(x)
+        x = nn.functional.selu(self.bn_before_gru(trunk))
+        x = nn.functional.max_pool1d(x[..., x.shape[-1] % self.TIME_POOL :], self.TIME_POOL)
+        x, _ = self.gru(x.transpose(1, 2))
         return self.fc2(self.fc1(x[:, -1])).squeeze(-1)
 
 
