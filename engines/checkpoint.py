@@ -3,6 +3,8 @@ for shipped models, ``model.onnx`` (front end + network, so CPU users need no to
 ``model.int8.onnx`` (the same graph with an int8 network, made by ``python -m engines.quantize``),
 and ``network.onnx`` / ``network.int8.onnx``: their networks alone (features in), for the streaming
 front end; views that read their weights from the bytes of the whole graphs (``engines.split``).
+A streaming network (``specrnet_stream``) also gets ``trunk.onnx`` and ``readout.onnx``, its two
+parts, for the network once per hop (``engines.stream_network``), exported from the same weights.
 
 No pickle anywhere: safetensors holds only tensors, JSON only plain data. Every file is bound to
 the JSON by its sha256, so a swapped or edited file is refused before it is used. This module
@@ -28,6 +30,7 @@ FORMAT = "realtime-detect-checkpoint/1"
 CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME = "model.json", "model.safetensors", "model.onnx"
 INT8_NAME = "model.int8.onnx"
 NETWORK_NAME, NETWORK_INT8_NAME = "network.onnx", "network.int8.onnx"
+TRUNK_NAME, READOUT_NAME = "trunk.onnx", "readout.onnx"
 INT8_COMMAND = "python -m engines.quantize --model {folder} --calibration AUDIO_DIR_OR_MANIFEST"
 SPLIT_COMMAND = "python -m engines.split --model {folder}"
 SUPPORTED_RATES = (16000,)
@@ -58,6 +61,10 @@ class ModelConfig:
     # "source_sha256": of the model.onnx whose bytes it reads}; model.int8.onnx's view is
     # recorded the same way as int8["network"]. Absent in older checkpoints.
     network: dict[str, Any] | None = None
+    # Written by save_checkpoint for a streaming network: {"trunk": {"sha256"}, "readout": {"sha256"},
+    # "weights_sha256": of the weights both were exported from, "geometry": {frames, first, stride,
+    # context, channels, window_frames}} (engines.stream_network). Absent for other architectures.
+    stream: dict[str, Any] | None = None
     created: str = ""
     format: str = FORMAT
 
@@ -91,7 +98,8 @@ def sha256_file(path: Path) -> str:
 def resolve_dir(path: str | Path) -> Path:
     """Accept the checkpoint folder or any of its files."""
     p = Path(path)
-    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME, NETWORK_NAME, NETWORK_INT8_NAME):
+    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, INT8_NAME, NETWORK_NAME, NETWORK_INT8_NAME,
+                                  TRUNK_NAME, READOUT_NAME):
         p = p.parent
     if not p.is_dir():
         raise CheckpointError(path, "path", "not a checkpoint folder (expected a folder with model.json)")
@@ -140,6 +148,9 @@ def read_config(path: str | Path) -> ModelConfig:
         if record is not None and not _is_view_record(record):
             raise CheckpointError(cfg_path, name, "must be an object with 64-digit hex 'sha256' and 'source_sha256';"
                                   " rerun " + SPLIT_COMMAND.format(folder=folder))
+    if cfg.stream is not None and not _is_stream_record(cfg.stream):
+        raise CheckpointError(cfg_path, "stream", "must be an object with 'trunk' and 'readout' (each with a 64-digit"
+                              f" hex 'sha256'), 'weights_sha256' and integer 'geometry' fields {STREAM_GEOMETRY}")
     from engines.frontend_config import FrontEndConfig
 
     try:
@@ -195,6 +206,18 @@ def verify_network(folder: Path, cfg: ModelConfig, int8: bool = False) -> Path:
     return verify_file(folder, name, record["sha256"], f"{field_name}.sha256", f"rerun {command}")
 
 
+def verify_stream(folder: Path, cfg: ModelConfig) -> tuple[Path, Path]:
+    """The verified trunk and readout graphs of a streaming network, exported from this checkpoint's weights."""
+    record = cfg.stream
+    if record is None:
+        raise EngineError(f"{folder} ({cfg.architecture}) has no trunk and readout graphs: not a streaming network")
+    if record["weights_sha256"] != cfg.weights_sha256:
+        raise CheckpointError(folder / CONFIG_NAME, "stream.weights_sha256", f"{TRUNK_NAME} and {READOUT_NAME} were "
+                              f"exported from other weights; re-save the checkpoint (engines.checkpoint.save_checkpoint)")
+    return (verify_file(folder, TRUNK_NAME, record["trunk"]["sha256"], "stream.trunk.sha256"),
+            verify_file(folder, READOUT_NAME, record["readout"]["sha256"], "stream.readout.sha256"))
+
+
 def write_config(folder: Path, cfg: ModelConfig) -> None:
     """Replace model.json atomically (a reader never sees half a file)."""
     tmp = folder / f".{CONFIG_NAME}.tmp"
@@ -227,11 +250,20 @@ def save_checkpoint(detector: Detector, folder: str | Path, *, architecture: str
     )
     if export_onnx:
         from engines.export import export_onnx as _export
+        from engines.export import export_stream
         from engines.split import write_view
 
         _export(detector, out / ONNX_NAME, window_samples=cfg.window_samples)
         cfg.onnx_sha256 = sha256_file(out / ONNX_NAME)
         cfg.network = write_view(out, ONNX_NAME, NETWORK_NAME)
+        geometry = getattr(detector.network, "geometry", None)
+        if geometry is not None:  # a streaming network: its trunk and readout too
+            frames = detector.frontend.config.n_frames(cfg.window_samples)
+            export_stream(detector.network, out / TRUNK_NAME, out / READOUT_NAME, geometry(frames),
+                          detector.frontend.config.n_features)
+            cfg.stream = {"trunk": {"sha256": sha256_file(out / TRUNK_NAME)},
+                          "readout": {"sha256": sha256_file(out / READOUT_NAME)},
+                          "weights_sha256": cfg.weights_sha256, "geometry": geometry(frames)}
     (out / CONFIG_NAME).write_text(cfg.to_json(), encoding="utf-8")
     return cfg
 
@@ -273,6 +305,20 @@ def load_detector(path: str | Path) -> tuple[Detector, ModelConfig]:
 def _is_view_record(record: object) -> bool:
     return isinstance(record, dict) and all(isinstance(record.get(k), str) and len(record[k]) == 64
                                             for k in ("sha256", "source_sha256"))
+
+
+STREAM_GEOMETRY = ("frames", "first", "stride", "context", "channels", "window_frames")
+
+
+def _is_stream_record(record: object) -> bool:
+    def hashed(value: object) -> bool:
+        return isinstance(value, str) and len(value) == 64
+
+    if not isinstance(record, dict) or not isinstance(record.get("geometry"), dict):
+        return False
+    parts = [record.get(k) for k in ("trunk", "readout")]
+    return (all(isinstance(p, dict) and hashed(p.get("sha256")) for p in parts) and hashed(record.get("weights_sha256"))
+            and all(type(record["geometry"].get(k)) is int and record["geometry"][k] >= 0 for k in STREAM_GEOMETRY))
 
 
 def _typename(t: type | tuple[type, ...]) -> str:

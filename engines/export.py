@@ -1,16 +1,19 @@
-"""ONNX export of a Detector (front end + network) with a dynamic batch axis."""
+"""ONNX export of a Detector (front end + network) with a dynamic batch axis, and of a streaming
+network's trunk and readout (engines.stream_network)."""
 from __future__ import annotations
 
 import copy
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from engines.models import Detector, MixedPrecision
 
 INPUT_NAME, OUTPUT_NAME = "waveform", "logit"
+FEATURES_NAME, TRUNK_NAME = "features", "trunk"
 OPSET = 18
 
 
@@ -29,8 +32,31 @@ def export_onnx(detector: Detector, path: str | Path, window_samples: int = 6400
     model = detector.eval()
     if mixed_precision:
         model = MixedPrecision(copy.deepcopy(detector)).eval()
-    example = torch.zeros(2, window_samples)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    return _export(model, torch.zeros(2, window_samples), path, INPUT_NAME, OUTPUT_NAME, {0: batch}, opset)
+
+
+def export_stream(network: Any, trunk_path: str | Path, readout_path: str | Path, geometry: dict[str, int],
+                  n_features: int, opset: int = OPSET) -> None:
+    """Write a streaming network's two graphs (``engines.models.specrnet_stream``):
+    ``trunk_path``: ``features`` float32 [batch, 1, n_features, time] -> ``trunk`` [batch, channels,
+    (time - context) / stride + 1], time any length from ``context`` on (a hop's tile or more);
+    ``readout_path``: ``trunk`` [batch, channels, frames] -> ``logit`` [batch]."""
+    network = network.eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    g = geometry
+    # Any input length: the per-hop tile follows the run's hop; trunk frame j reads the same frames either way.
+    time = torch.export.Dim("time", min=g["context"], max=4096)
+    example = torch.zeros(2, 1, n_features, g["context"] + g["stride"] * (g["frames"] - 1))
+    _export(network.trunk, example, trunk_path, FEATURES_NAME, TRUNK_NAME, {0: batch, 3: time}, opset)
+    _export(network.readout, torch.zeros(2, g["channels"], g["frames"]), readout_path, TRUNK_NAME, OUTPUT_NAME,
+            {0: batch}, opset)
+
+
+def _export(model: torch.nn.Module, example: torch.Tensor, path: str | Path, input_name: str, output_name: str,
+            dims: dict[int, Any], opset: int) -> Path:
+    """One self-contained .onnx file of ``model`` on inputs like ``example`` with dynamic ``dims``."""
+    path = Path(path)
     # The exporter reports progress and harmless notices through logging/warnings; keep the CLI quiet.
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
     levels = [lg.level for lg in quiet]
@@ -40,8 +66,8 @@ def export_onnx(detector: Detector, path: str | Path, window_samples: int = 6400
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
+                model, (example,), input_names=[input_name], output_names=[output_name],
+                dynamic_shapes=(dims,), opset_version=opset, dynamo=True, verbose=False,
             )
     finally:
         for lg, level in zip(quiet, levels):

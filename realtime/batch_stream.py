@@ -18,6 +18,7 @@ from .windowing import Window
 
 if TYPE_CHECKING:  # pragma: no cover
     from engines.hop_frontend import StreamFrames
+    from engines.stream_network import StreamTrunk
 
     from .batch_rows import BatchRows
     from .batcher import MicroBatcher
@@ -91,11 +92,11 @@ class BatchStream:
     Use it from the event loop it was opened on. ``in_flight`` counts windows submitted and
     not yet delivered; ``shed`` counts this stream's windows dropped under overload. ``frames``:
     its spectrogram frames when the batcher scores per hop (made and read by the worker at its first
-    scored window; freed at release).
+    scored window; freed at release); ``trunk``: likewise its trunk frames, for a streaming network.
     """
 
     __slots__ = ("name", "policy", "keep_samples", "_batcher", "_deliver", "_loop", "_queued", "_room",
-                 "in_flight", "submitted", "shed", "closed", "frames")
+                 "in_flight", "submitted", "shed", "closed", "frames", "trunk")
 
     def __init__(self, batcher: MicroBatcher, name: str, deliver: Callable[[WindowResult], None],
                  loop: asyncio.AbstractEventLoop, policy: Policy, keep_samples: bool = False) -> None:
@@ -112,6 +113,7 @@ class BatchStream:
         self.shed = 0
         self.closed = False
         self.frames: StreamFrames | None = None
+        self.trunk: StreamTrunk | None = None
 
     def submit(self, window: Window, *, score: bool = True) -> None:
         """Queue ``window``; never blocks. Its samples are copied now (so they may be a view that the
@@ -164,6 +166,7 @@ class BatchStream:
         # frames (nothing of it is in the worker either).
         self._deliver = _ignore
         self.frames = None
+        self.trunk = None
 
 
 def _ignore(result: WindowResult) -> None:

@@ -16,6 +16,11 @@ end's small filterbank product out over every core with threads that spin betwee
 A window that does not start exactly one hop after its stream's last scored window (the first, one
 after a shed or skipped window, a stream's final flush window) is computed whole and restarts the
 stream's frames: the front end compares absolute sample starts, so no gap mixes audio across it.
+
+A streaming network (``specrnet_stream``, on the ``onnx`` engine) goes further: each stream also owns an
+:class:`engines.stream_network.StreamTrunk`, the worker runs the trunk graph on each window's new
+frames only (in stream order, like the front end), and the network step is the readout graph on the
+windows' trunk frames. Same rule for gaps; same logits as the whole window's graph.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from engines.hop_frontend import HopFrontEnd, HopLayout, StreamFrames
+from engines.stream_network import HopNetwork, StreamGeometry, StreamTrunk
 
 from .windowing import WindowOptions
 
@@ -53,12 +59,28 @@ class SplitEngine(Protocol):
     def warm_up(self, concurrency: int, network_only: bool) -> None: ...
 
 
+def _trunk(engine: SplitEngine, layout: HopLayout) -> HopNetwork | str:
+    """The network once per hop for ``engine``'s streaming network at ``layout``, or why not."""
+    record = getattr(engine, "stream", None)
+    if record is None:
+        return "no trunk graph"
+    try:
+        geometry = StreamGeometry.from_record(record, layout)
+    except ValueError as e:
+        return str(e)
+    return HopNetwork(geometry, engine.trunk_frames)  # type: ignore[attr-defined]
+
+
 class HopScoring:
-    """The streaming front end of one engine and window geometry, and its network."""
+    """The streaming front end of one engine and window geometry, and its network: the network
+    graph on the features or, for a streaming network, the trunk per hop and the readout."""
 
     def __init__(self, engine: SplitEngine, layout: HopLayout) -> None:
         self.frontend = HopFrontEnd(layout)
-        self.network = engine.feature_logits
+        trunk = _trunk(engine, layout)
+        self.trunk = trunk if isinstance(trunk, HopNetwork) else None
+        self.trunk_reason = "" if self.trunk is not None else trunk  # a streaming network that cannot apply: why
+        self.network = engine.readout_logits if self.trunk is not None else engine.feature_logits  # type: ignore[attr-defined]
         self._engine = engine
 
     def warm_up(self, concurrency: int) -> None:
@@ -77,8 +99,16 @@ class HopScoring:
             stream.frames = self.stream()
         return stream.frames
 
+    def _trunk_frames(self, stream: BatchStream) -> StreamTrunk:
+        """``stream``'s trunk frames, made at its first scored window like its frames."""
+        assert self.trunk is not None
+        if stream.trunk is None:
+            stream.trunk = self.trunk.stream()
+        return stream.trunk
+
     def features(self, batch: Sequence[QueuedItem], data: np.ndarray) -> np.ndarray:
-        """Features [n, 1, n_features, frames] of the ``n`` windows in ``data``'s rows, row order;
+        """The network step's input for the ``n`` windows in ``data``'s rows, row order: features
+        [n, 1, n_features, frames] or, for a streaming network, trunk frames [n, channels, frames].
         ``batch`` is the batch's items in queue order (tombstones and unscored windows too)."""
         items = [it for it in batch if it.score and not it.dropped]
         order = [it.row for it in items]
@@ -86,11 +116,14 @@ class HopScoring:
         # start_s is start / rate for a whole sample count: rounding recovers it exactly.
         starts = [round(it.window.start_s * rate) for it in items]
         frames = [self._frames(it.stream) for it in items]
-        if order == list(range(len(order))):
-            return self.frontend.features(frames, starts, data)
-        feats = self.frontend.features(frames, starts, data[order])  # rare: only after a shed
-        out = np.empty_like(feats)
-        out[order] = feats
+        in_order = order == list(range(len(order)))
+        x = self.frontend.features(frames, starts, data if in_order else data[order])  # else rare: after a shed
+        if self.trunk is not None:  # in submit order too: each stream's trunk frames advance in order
+            x = self.trunk.frames([self._trunk_frames(it.stream) for it in items], starts, x)
+        if in_order:
+            return x
+        out = np.empty_like(x)
+        out[order] = x
         return out
 
 
@@ -133,7 +166,11 @@ def hop_scoring(engine: object, window: WindowOptions, mode: Mode) -> tuple[HopS
         reason = layout
     else:
         hop = HopScoring(engine, layout)  # type: ignore[arg-type]
-        return hop, f"front end once per hop ({hop.stream().nbytes / 1000:.0f} KB per stream)"
+        if hop.trunk is not None:
+            return hop, (f"front end and network trunk once per hop ({hop.stream().nbytes / 1000:.0f} KB + "
+                         f"{hop.trunk.stream().nbytes / 1000:.0f} KB per stream)")
+        why = f"; network whole: {hop.trunk_reason}" if getattr(engine, "stream", None) is not None else ""
+        return hop, f"front end once per hop ({hop.stream().nbytes / 1000:.0f} KB per stream){why}"
     if mode == "on":
         raise ValueError(f"--hop-frontend on cannot apply: {reason}")
     return None, f"whole windows: {reason}"

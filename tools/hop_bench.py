@@ -2,6 +2,7 @@
 
     python tools/hop_bench.py                                  # both models, onnx + onnx-int8
     python tools/hop_bench.py --models specrnet --engines onnx --streams 8 --hops 20 --rounds 5
+    python tools/hop_bench.py --models runs/student/best --engines onnx   # a specrnet_stream checkpoint
 
 ``--streams`` streams of real speech advance one hop at a time. Every hop, each stream's next window
 is scored in batches of the engine's ``preferred_batch`` (4 on the CPU), and each batch goes through, one
@@ -13,7 +14,11 @@ after the other so all see the same background load, on one thread:
 * ``frontend_hop``: the streaming front end (``engines.hop_frontend``), every window one hop after
   its stream's last (steady state; a stream's first window is computed whole, timed apart);
 * ``whole_window``: the engine on the windows, today's path (model.onnx or model.int8.onnx);
-* ``hop_total``: the streaming front end + the network view (network.onnx or network.int8.onnx).
+* ``hop_total``: the streaming front end + the network view (network.onnx or network.int8.onnx);
+* for a streaming network (``specrnet_stream``) on ``onnx``, the network once per hop
+  (``engines.stream_network``): ``trunk_hop``, the trunk graph on each window's new frames (from the
+  streaming front end's features), ``readout``, the readout graph on its trunk frames, and
+  ``stream_total``: ``frontend_hop`` + ``trunk_hop`` + ``readout``, what the batcher runs per window.
 
 Times are this thread's CPU time (ONNX Runtime with one intra-op thread runs on the calling thread;
 BLAS is held to one thread), per stream-hop: a round's total over streams x hops. Medians over
@@ -48,9 +53,11 @@ from engines.checkpoint import ONNX_NAME
 from engines.features import SpectralFrames, frames
 from engines.frontend_config import FrontEndConfig
 from engines.hop_frontend import HopFrontEnd, HopLayout
+from engines.stream_network import HopNetwork, StreamGeometry
 
 SPEECH = REPO.parent / "shared" / "data" / "bonafide"
 STAGES = ("frontend_graph", "frontend_numpy", "frontend_hop", "whole_window", "hop_total")
+STREAM_STAGES = ("trunk_hop", "readout", "stream_total")
 T = TypeVar("T")
 
 
@@ -104,19 +111,26 @@ def bench(model: str, engine_name: str, args: argparse.Namespace, scratch: Path)
     fe = HopFrontEnd(layout)
     spectral = SpectralFrames(cfg)
     streams = [fe.stream() for _ in range(n)]
+    record = getattr(engine, "stream", None)  # a streaming network's trunk and readout, loaded with split
+    net = HopNetwork(StreamGeometry.from_record(record, layout), engine.trunk_frames) if record else None
+    trunks = [net.stream() for _ in range(n)] if net is not None else []
+    stages = STAGES + (STREAM_STAGES if net is not None else ())
     engine.warm_up()
 
     def numpy_whole(x: np.ndarray) -> list[np.ndarray]:
         return [spectral(frames(w, cfg, 0, layout.frames)) for w in x]
 
     groups = [range(i, min(i + batch, n)) for i in range(0, n, batch)]
-    first = 0.0
+    first, first_trunk = 0.0, 0.0
     for g in groups:
         x = np.stack([audio[s][:window] for s in g])
-        first += timed(fe.features, [streams[s] for s in g], [0] * len(g), x)[0]
-    per_round: dict[str, list[float]] = {k: [] for k in STAGES}
+        ms, feats = timed(fe.features, [streams[s] for s in g], [0] * len(g), x)
+        first += ms
+        if net is not None:
+            first_trunk += timed(net.frames, [trunks[s] for s in g], [0] * len(g), feats)[0]
+    per_round: dict[str, list[float]] = {k: [] for k in stages}
     for rnd in range(args.rounds):
-        totals = dict.fromkeys(STAGES, 0.0)
+        totals = dict.fromkeys(stages, 0.0)
         for step in range(1 + rnd * args.hops, 1 + (rnd + 1) * args.hops):
             for g in groups:
                 x = np.stack([audio[s][step * hop : step * hop + window] for s in g])
@@ -126,18 +140,26 @@ def bench(model: str, engine_name: str, args: argparse.Namespace, scratch: Path)
                 totals["frontend_hop"] += ms
                 totals["whole_window"] += timed(engine.logits, x)[0]
                 totals["hop_total"] += ms + timed(engine.feature_logits, feats)[0]
-        for k in STAGES:
+                if net is not None:
+                    trunk_ms, z = timed(net.frames, [trunks[s] for s in g], [step * hop] * len(g), feats)
+                    readout_ms = timed(engine.readout_logits, z)[0]
+                    totals["trunk_hop"] += trunk_ms
+                    totals["readout"] += readout_ms
+                    totals["stream_total"] += ms + trunk_ms + readout_ms
+        for k in stages:
             per_round[k].append(totals[k] / (n * args.hops))
         print(f"round {rnd + 1}/{args.rounds} {model} {engine_name}: "
-              + ", ".join(f"{k} {per_round[k][-1]:.3f}" for k in STAGES), flush=True)
+              + ", ".join(f"{k} {per_round[k][-1]:.3f}" for k in stages), flush=True)
     med = {k: round(statistics.median(v), 4) for k, v in per_round.items()}
     return {"model": model, "engine": engine_name, "hop_s": hop / cfg.sample_rate, "window_samples": window,
             "streams": n, "preferred_batch": batch, "frames_per_window": layout.frames,
             "frames_per_hop": layout.left + layout.step + layout.right,
-            "stream_state_bytes": streams[0].nbytes, "first_window_frontend_ms": round(first / n, 4),
-            "ms_per_stream_hop": med,
+            "stream_state_bytes": streams[0].nbytes + (trunks[0].nbytes if trunks else 0),
+            "first_window_frontend_ms": round(first / n, 4), "ms_per_stream_hop": med,
+            **({"first_window_trunk_ms": round(first_trunk / n, 4)} if net is not None else {}),
             "frontend_speedup_vs_graph": round(med["frontend_graph"] / med["frontend_hop"], 2),
             "total_speedup": round(med["whole_window"] / med["hop_total"], 3),
+            **({"stream_speedup": round(med["whole_window"] / med["stream_total"], 3)} if net is not None else {}),
             "per_round": {k: [round(t, 4) for t in v] for k, v in per_round.items()}}
 
 
@@ -171,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(bench(model, name, args, Path(scratch)))
     print("\nCPU ms per stream-hop (median of rounds, one thread):\n")
     print("| model | engine | hop | front end: graph, whole window | numpy, whole window | per hop "
-          "| whole window (today) | per-hop front end + network | saving |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| whole window (today) | per-hop front end + network | per-hop front end + trunk + readout | saving |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         m = r["ms_per_stream_hop"]
+        best = m.get("stream_total", m["hop_total"])
+        stream = f"{m['stream_total']:.2f} ({m['trunk_hop']:.2f} + {m['readout']:.2f})" if "stream_total" in m else "-"
         print(f"| {r['model']} | {r['engine']} | {r['hop_s']:g} s | {m['frontend_graph']:.2f} | "
               f"{m['frontend_numpy']:.2f} | {m['frontend_hop']:.3f} | {m['whole_window']:.2f} | {m['hop_total']:.2f} | "
-              f"{1 - m['hop_total'] / m['whole_window']:.0%} |")
+              f"{stream} | {1 - best / m['whole_window']:.0%} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta.update(streams=args.streams, hops=args.hops, rounds=args.rounds, command="python tools/hop_bench.py "
                 + " ".join(sys.argv[1:] if argv is None else argv))

@@ -60,6 +60,12 @@ class TrainConfig:
     chosen by the leave-families-out protocol, where in-domain dev EER is a poor guide).
     ``monitor_manifest`` (rows with a label, e.g. unseen families' dev items with bona fide dev)
     is scored every epoch and recorded in the history as ``monitor_eer``; it never steers training.
+
+    Distillation (``python -m training.distill``): with a ``teacher`` checkpoint the loss is
+    ``(1 - distill_weight)`` x the label BCE + ``distill_weight`` x T^2 x the BCE between the
+    student's and the teacher's spoof probabilities at temperature T (``distill_temperature``; the
+    binary KL up to a constant). ``teacher_init`` starts a ``specrnet_stream`` student from a SpecRNet
+    teacher's weights where they fit (``engines.models.specrnet_stream.init_from_specrnet``).
     """
 
     manifest: str = ""
@@ -93,6 +99,10 @@ class TrainConfig:
     # A curriculum (FirstStage fields): first the neural vocoders alone, then every family. None: one stage.
     first_stage: dict[str, Any] | None = None
     max_minutes: float | None = None  # stop (and save) once this much wall time has passed
+    teacher: str | None = None  # checkpoint whose logits the student learns too (distillation)
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    teacher_init: bool = False
     window_s: float = 4.0
     sample_rate: int = 16000
     train_fraction: float = 1.0  # seeded share of the training files, per class/attack/source stratum
@@ -122,6 +132,12 @@ class TrainConfig:
             raise ValueError(f"amp {self.amp!r} needs device 'cuda': mixed precision is used on CUDA only")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0.0 <= self.distill_weight <= 1.0 or not self.distill_temperature > 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature positive, got "
+                             f"{self.distill_weight} and {self.distill_temperature}")
+        if self.teacher_init and (not self.teacher or self.arch != "specrnet_stream"):
+            raise ValueError("teacher_init starts a specrnet_stream student from its teacher: it needs --teacher "
+                             f"and arch specrnet_stream, not {self.arch!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.first_stage is not None:

@@ -11,7 +11,8 @@ Writes into ``--out``:
   (``training.curriculum``), whose weights start the run above.
 
 Resuming with a larger ``--epochs`` stretches the cosine schedule from where the run stands.
-Loss: BCE on the spoof logit (target 1 = spoof). The front end always runs in float32; on CUDA
+Loss: BCE on the spoof logit (target 1 = spoof), mixed with a teacher's logits when given one
+(``--teacher``, distillation: ``python -m training.distill``; TrainConfig says how). The front end always runs in float32; on CUDA
 the network runs under autocast (bf16, or fp16 with loss scaling). The dev set is scored with one
 centre window per file; the EER follows the ASVspoof procedure on negated spoof logits.
 """
@@ -74,7 +75,8 @@ def _lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int, lr_scale: float) -
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, manifest_sha: str, saved_sha: str | None) -> None:
     """Refuse to continue a run whose model or data differ; epochs, time limit, device may change."""
-    fixed = ("arch", "arch_params", "frontend", "window_s", "sample_rate", "seed", "scheduler", "balance", "batch_size")
+    fixed = ("arch", "arch_params", "frontend", "window_s", "sample_rate", "seed", "scheduler", "balance", "batch_size",
+             "teacher", "distill_weight", "distill_temperature")
     diffs = [f"{k}: saved {saved.get(k)!r}, now {getattr(cfg, k)!r}" for k in fixed if saved.get(k) != getattr(cfg, k)]
     if saved_sha is not None and saved_sha != manifest_sha:
         diffs.append("manifest content changed (sha256 differs)")
@@ -99,6 +101,25 @@ def init_from(det: Any, checkpoint: str) -> dict[str, str]:
         raise ValueError(f"--init {checkpoint}: a {mc.architecture} with arch_params {mc.arch_params}, "
                          "not this run's network") from None
     return {"checkpoint": str(Path(checkpoint).resolve()), "model": mc.model_id}
+
+
+def teacher_logits(teacher: Any, student: Any, wave: Any, feats: Any) -> Any:
+    """The teacher's logits of a batch, from the student's features when the front ends are the same."""
+    import torch
+
+    with torch.no_grad():
+        if teacher.frontend.config != student.frontend.config:
+            feats = teacher.frontend(wave)
+        return teacher.network(feats).float()
+
+
+def distill_loss(logit: Any, teacher_logit: Any, temperature: float) -> Any:
+    """T^2 x BCE between the student's and the teacher's spoof probabilities at temperature T: the
+    binary KL divergence up to the teacher's entropy (a constant), scaled so gradients keep their size."""
+    from torch.nn import functional as F
+
+    soft = (teacher_logit / temperature).sigmoid()
+    return temperature**2 * F.binary_cross_entropy_with_logits(logit / temperature, soft)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -176,6 +197,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     det = build_detector(cfg.arch, frontend, **cfg.arch_params).to(device)
     if cfg.init and not cfg.resume:
         training_data["init"] = init_from(det, cfg.init)
+    teacher = None
+    if cfg.teacher:
+        teacher, tc = load_detector(cfg.teacher)
+        teacher = teacher.to(device).eval()
+        training_data["teacher"] = {"checkpoint": str(Path(cfg.teacher).resolve()), "model": tc.model_id,
+                                    "weight": cfg.distill_weight, "temperature": cfg.distill_temperature}
+        if cfg.teacher_init and not cfg.resume:
+            from engines.models.specrnet_stream import init_from_specrnet
+
+            training_data["teacher"]["init_tensors"] = len(init_from_specrnet(det.network, teacher.network))
     # No weight decay on norms and biases (1-D tensors): decaying a BatchNorm scale only fights it.
     params = [p for p in det.network.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -239,6 +270,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logit = det.network(feats)
             loss = F.binary_cross_entropy_with_logits(logit.float(), target, pos_weight=pos_weight)
+            if teacher is not None:
+                loss = (1.0 - cfg.distill_weight) * loss + cfg.distill_weight * distill_loss(
+                    logit.float(), teacher_logits(teacher, det, wave, feats), cfg.distill_temperature)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"loss is {loss.item()} at epoch {epoch + 1}, step {state.global_step}:"
                                             " lower --lr or turn AMP off (--amp off)")
@@ -350,18 +384,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--first-stage", type=json.loads, metavar="JSON",
                    help='a curriculum: first train on bona fide and these families alone, e.g. \'{"families": '
                         '["hifigan-lj", "piper"], "epochs": 8}\' (in OUT/first-stage), then on everything')
+    p.add_argument("--teacher", metavar="CKPT", help="distil: also learn this checkpoint's logits")
+    p.add_argument("--distill-weight", type=float, help="share of the teacher's term in the loss (default 0.5)")
+    p.add_argument("--distill-temperature", type=float, help="temperature of the teacher's term (default 2)")
+    p.add_argument("--teacher-init", action="store_true", default=None,
+                   help="start a specrnet_stream student from its SpecRNet teacher's weights where they fit")
     p.add_argument("--no-augment", action="store_true", help="random crops only")
     p.add_argument("--no-onnx", action="store_true", help="do not export model.onnx at the end")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    args = _parser().parse_args(argv)
-    base = TrainConfig.from_json(args.config).to_dict() if args.config else {}
-    names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "frontend", "out", "epochs", "batch_size", "lr", "weight_decay",
-             "scheduler", "patience", "balance", "device", "amp", "workers", "threads", "seed", "max_minutes", "resume", "init",
-             "train_fraction", "first_stage"}
+def config_from_args(argv: list[str] | None = None, defaults: dict[str, Any] | None = None,
+                     prog: str = "python -m training.train") -> TrainConfig:
+    """The TrainConfig of a command line: ``defaults``, then ``--config``, then the options given."""
+    parser = _parser()
+    parser.prog = prog
+    args = parser.parse_args(argv)
+    base = {**(defaults or {}), **(TrainConfig.from_json(args.config).to_dict() if args.config else {})}
+    names = {"manifest", "dev_manifest", "monitor_manifest", "select", "arch", "arch_params", "frontend", "out",
+             "epochs", "batch_size", "lr", "weight_decay", "scheduler", "patience", "balance", "device", "amp",
+             "workers", "threads", "seed", "max_minutes", "resume", "init", "train_fraction", "first_stage",
+             "teacher", "distill_weight", "distill_temperature", "teacher_init"}
     for name in names:
         value = getattr(args, name)
         if value is not None:
@@ -379,11 +423,14 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig.from_dict(base)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None,
+         prog: str = "python -m training.train", needs_teacher: bool = False) -> int:
     from training.curriculum import run_training
 
     try:
-        cfg = config_from_args(argv)
+        cfg = config_from_args(argv, defaults, prog)
+        if needs_teacher and not cfg.teacher:
+            raise ValueError(f"{prog} needs a teacher checkpoint (--teacher CKPT)")
         result = run_training(cfg)
     except (ValueError, FileNotFoundError, EngineError, MissingExtraError, TrainingDivergedError) as e:
         # ValueError covers DatasetFormatError, AudioFileError, CheckpointError, ResumeError.

@@ -3,7 +3,10 @@
 ``onnx`` runs model.onnx (float32); ``onnx-int8`` runs model.int8.onnx, the same graph with the
 network quantized to int8 and the front end left in float32 (python -m engines.quantize).
 With ``split``, either also runs its network alone (network.onnx / network.int8.onnx) on
-features from the streaming front end (engines.hop_frontend): ``feature_logits``.
+features from the streaming front end (engines.hop_frontend): ``feature_logits``; and ``onnx``, for a
+streaming network (``specrnet_stream``), its trunk and readout graphs (engines.stream_network):
+``trunk_frames`` and ``readout_logits``. Those stay float32: onnx-int8 runs such a checkpoint per hop
+through its int8 network view.
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from engines.checkpoint import (
     verify_file,
     verify_int8,
     verify_network,
+    verify_stream,
 )
 from engines.engine import Availability, Engine, EngineRequest
 from engines.errors import CheckpointError, EngineError
 from engines.frontend_config import FrontEndConfig
 
-INPUT_NAME, FEATURES_NAME = "waveform", "features"
+INPUT_NAME, FEATURES_NAME, TRUNK_NAME = "waveform", "features", "trunk"
 # Most windows per session.run. On the CPU, ms per window is flat from 1 to 16 windows per run
 # with one intra-op thread and from 4 up with two (SpecRNet, fp32 and int8, measured on the 2-core
 # VM), while ORT's arena keeps the high-water mark of the largest run for good: ~17 MB per float32
@@ -41,6 +45,8 @@ class OnnxEngine(Engine):
     auto_rank = 2
     uses_threads = True
     supports_split = True
+    #: Whether ``split`` also loads a streaming network's trunk and readout graphs (float32 only).
+    runs_stream_graphs = True
 
     @classmethod
     def from_request(cls, request: EngineRequest) -> Engine:
@@ -90,6 +96,15 @@ class OnnxEngine(Engine):
         if split:
             self.network_session = self._session(ort, self._network_path(folder, config), opts, chosen,
                                                  FEATURES_NAME, list(self.features_shape))
+        # A streaming network's parts: trunk rows [n, 1, n_features, tile] -> [n, channels, step],
+        # readout [B, channels, frames] -> logit (shapes from model.json's stream geometry).
+        self.trunk_session = self.readout_session = None
+        self.stream = config.stream if split and self.runs_stream_graphs else None
+        if self.stream is not None:
+            g = self.stream["geometry"]
+            trunk, readout = verify_stream(folder, config)
+            self.trunk_session = self._session(ort, trunk, opts, chosen, FEATURES_NAME, [1, fe.n_features, None])
+            self.readout_session = self._session(ort, readout, opts, chosen, TRUNK_NAME, [g["channels"], g["frames"]])
         self.threads = threads
         self.device = "cpu" if chosen[0] == "CPUExecutionProvider" else chosen[0]
         if self.device == "cpu":
@@ -104,7 +119,9 @@ class OnnxEngine(Engine):
         except Exception as e:  # ORT raises its own untyped errors for a bad graph
             raise EngineError(f"{path}: ONNX Runtime cannot load the model ({e})") from None
         inputs = session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != name or list(inputs[0].shape[1:]) != shape:
+        # None in ``shape``: any length (the trunk's tile follows the run's hop).
+        got = list(inputs[0].shape[1:]) if len(inputs) == 1 else []
+        if len(inputs) != 1 or inputs[0].name != name or [None if s is None else g for g, s in zip(got, shape)] != shape:
             got = [(i.name, i.shape) for i in inputs]
             raise EngineError(f"{path}: expected one input '{name}' [batch, {', '.join(map(str, shape))}], got {got}")
         return session
@@ -142,15 +159,34 @@ class OnnxEngine(Engine):
     def _network_logits(self, features: np.ndarray) -> np.ndarray:
         return self.network_session.run(None, {FEATURES_NAME: features})[0].reshape(-1)
 
+    def trunk_frames(self, rows: np.ndarray) -> np.ndarray:
+        """A streaming network's trunk frames float32 [n, channels, step] of feature rows
+        [n, 1, n_features, tile] (``engines.stream_network``; trusted caller: shapes as exported)."""
+        if self.trunk_session is None:
+            raise EngineError(f"engine {self.name} has no trunk graph: load a streaming network with split=True")
+        step = 8 * self.preferred_batch  # rows per run: a whole window is ~8 rows of an eighth of its frames
+        return np.concatenate([self.trunk_session.run(None, {FEATURES_NAME: rows[i : i + step]})[0]
+                               for i in range(0, len(rows), step)])
+
+    def readout_logits(self, trunk: np.ndarray) -> np.ndarray:
+        """Calibrated logits float32 [B] of windows' trunk frames [B, channels, frames]."""
+        if self.readout_session is None:
+            raise EngineError(f"engine {self.name} has no readout graph: load a streaming network with split=True")
+        return self._calibrated(np.ascontiguousarray(trunk, dtype=np.float32),
+                                lambda z: self.readout_session.run(None, {TRUNK_NAME: z})[0].reshape(-1))
+
     def _warm_once(self, windows: np.ndarray, network_only: bool = False) -> None:
         if not network_only:
             super()._warm_once(windows)
-        if self.network_session is not None:
+        if self.stream is not None:  # per hop, a streaming network runs its readout, not the network graph
+            g = self.stream["geometry"]
+            self.readout_logits(np.zeros((len(windows), g["channels"], g["frames"]), dtype=np.float32))
+        elif self.network_session is not None:
             self.feature_logits(np.zeros((len(windows), *self.features_shape), dtype=np.float32))
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "precision": self.precision, "onnxruntime": self._version, "threads": self.threads,
-                "split": self.split}
+                "split": self.split, "stream": self.stream is not None}
 
 
 class OnnxInt8Engine(OnnxEngine):
@@ -160,6 +196,7 @@ class OnnxInt8Engine(OnnxEngine):
     name = "onnx-int8"
     precision = "int8"
     auto_rank = None  # its scores differ slightly from float32's: ranked per checkpoint (engines.auto_order)
+    runs_stream_graphs = False  # no int8 trunk and readout: per hop through network.int8.onnx
 
     @classmethod
     def availability(cls, folder: Path | None) -> Availability:

@@ -28,6 +28,12 @@ def _specrnet(**kw: Any) -> nn.Module:
     return SpecRNet(**kw)
 
 
+def _specrnet_stream(**kw: Any) -> nn.Module:
+    from engines.models.specrnet_stream import SpecRNetStream
+
+    return SpecRNetStream(**kw)
+
+
 def _resmax(**kw: Any) -> nn.Module:
     from engines.models.resmax import ResMax
 
@@ -76,6 +82,9 @@ RESMAX_LITE_FRONTEND = FrontEndConfig(kind="logpower", n_fft=1024, win_length=10
 
 ARCHITECTURES: dict[str, Architecture] = {
     "specrnet": Architecture("specrnet", _specrnet, SPECRNET_FRONTEND, "Kawa et al. 2022"),
+    # SpecRNet's streaming student: per-hop computation equals its whole window's (engines.stream_network).
+    "specrnet_stream": Architecture("specrnet_stream", _specrnet_stream, SPECRNET_FRONTEND,
+                                    "Kawa et al. 2022, made streamable here"),
     "resmax": Architecture("resmax", _resmax, RESMAX_FRONTEND, "Kwak et al. 2020"),
     "resmax_lite": Architecture("resmax_lite", _resmax_lite, RESMAX_LITE_FRONTEND, "Kwak et al. 2020, narrowed here"),
     # Training-zoo models: heavier, not shipped with weights.

@@ -1,0 +1,172 @@
+"""Network once per hop, for streaming networks (``specrnet_stream``): each stream caches its trunk frames.
+
+A streaming network is a trunk, whose output frame j reads only feature frames ``first + stride * j
+.. first + stride * j + context - 1`` of a window and computes the same function of them for every
+j, and a readout over a window's trunk frames (engines/models/specrnet_stream.py says why that holds
+and how the numbers come about). When the window hop is a multiple of ``stride`` frames, window k + 1's
+trunk frame j is window k's frame j + hop / stride, computed from the same feature frames. So a
+stream's :class:`StreamTrunk` keeps its last window's trunk frames in a ring, and the next window runs
+the trunk graph only on the feature frames of its ``hop / stride`` new trunk frames (the hop's new
+frames plus ``context - stride`` before them), then the readout graph on all its trunk frames: the
+same numbers as the whole window's graph.
+
+A window that does not start exactly one hop after its stream's last one (the first, one after a
+gap or a shed window, the final flush window) computes all its trunk frames and restarts the ring,
+exactly as :class:`engines.hop_frontend.StreamFrames` does. Its trunk frames come from the same
+fixed-size trunk graph, run on overlapping tiles of the window (the last tile aligned to its end).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engines.hop_frontend import HopLayout
+
+__all__ = ["HopNetwork", "StreamGeometry", "StreamTrunk"]
+
+
+@dataclass(frozen=True)
+class StreamGeometry:
+    """Where a streaming network's trunk frames lie in a window of ``layout``, validated once.
+
+    From the checkpoint's record (model.json ``stream.geometry``): trunk ``frames`` per window, the
+    window frame the first one starts at (``first``), ``stride`` and ``context`` in feature frames,
+    ``channels`` per trunk frame and ``window_frames`` it was made for.
+    """
+
+    layout: HopLayout
+    frames: int
+    first: int
+    stride: int
+    context: int
+    channels: int
+    window_frames: int
+    step: int = field(init=False)  # trunk frames a hop adds
+    tile: int = field(init=False)  # feature frames per trunk graph row: ``step`` trunk frames
+    tiles: tuple[int, ...] = field(init=False)  # first trunk frame of each row of a whole window
+
+    def __post_init__(self) -> None:
+        lay = self.layout
+        if self.window_frames != lay.frames:
+            raise ValueError(f"the network's trunk was made for windows of {self.window_frames} frames, "
+                             f"these have {lay.frames}")
+        if lay.step % self.stride:
+            raise ValueError(f"the window hop ({lay.step} frames) is not a multiple of the network trunk's stride "
+                             f"({self.stride} frames), so consecutive windows share no trunk frames")
+        last = self.first + self.stride * (self.frames - 1) + self.context
+        if self.first < lay.left or last > lay.left + lay.interior:
+            raise ValueError(f"the trunk reads window frames {self.first}..{last - 1}, beyond the unpadded frames "
+                             f"{lay.left}..{lay.left + lay.interior - 1}")
+        step = min(lay.step // self.stride, self.frames)
+        starts = list(range(0, self.frames - step, step)) + [self.frames - step]
+        for name, value in (("step", step), ("tile", self.stride * (step - 1) + self.context),
+                            ("tiles", tuple(starts))):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], layout: HopLayout) -> StreamGeometry:
+        g = record["geometry"]
+        return cls(layout, *(int(g[k]) for k in ("frames", "first", "stride", "context", "channels",
+                                                   "window_frames")))
+
+    def rows(self, features: np.ndarray, trunk_frame: int) -> np.ndarray:
+        """The trunk graph's input [1, n_features, tile] for trunk frames ``trunk_frame`` .. + step - 1
+        of a window's features [1, n_features, frames]."""
+        lo = self.first + self.stride * trunk_frame
+        return features[:, :, lo : lo + self.tile]
+
+
+class StreamTrunk:
+    """One stream's state: the trunk frames of its last window, a ring [channels, frames] float32."""
+
+    __slots__ = ("_head", "_ring", "_start", "geometry")
+
+    def __init__(self, geometry: StreamGeometry) -> None:
+        self.geometry = geometry
+        self._ring = np.zeros((geometry.channels, geometry.frames), dtype=np.float32)
+        self._head = 0  # ring column holding the window's first trunk frame
+        self._start: int | None = None  # start sample of the window the ring holds
+
+    @property
+    def nbytes(self) -> int:
+        return self._ring.nbytes
+
+    def reset(self) -> None:
+        """Forget the stream's trunk frames (a gap in the stream): its next window is computed whole."""
+        self._start = None
+
+    def _follows(self, last: int | None, start: int) -> bool:
+        g = self.geometry
+        return last is not None and start == last + g.layout.hop and g.step < g.frames
+
+    def _store(self, start: int, tiles: np.ndarray, out: np.ndarray) -> None:
+        """A window computed whole: ``tiles`` [n_tiles, channels, step] -> ``out`` [channels, frames]."""
+        g = self.geometry
+        for j, block in zip(g.tiles, tiles):
+            out[:, j : j + g.step] = block
+        self._ring[:] = out
+        self._head, self._start = 0, start
+
+    def _advance(self, start: int, new: np.ndarray, out: np.ndarray) -> None:
+        """The window one hop on: ``new`` [channels, step] its last trunk frames."""
+        g, ring, head = self.geometry, self._ring, self._head
+        # The new frames take the columns of the ``step`` oldest, which this window no longer holds.
+        first = min(g.step, g.frames - head)
+        ring[:, head : head + first] = new[:, :first]
+        ring[:, : g.step - first] = new[:, first:]
+        head = (head + g.step) % g.frames
+        out[:, : g.frames - head] = ring[:, head:]
+        out[:, g.frames - head :] = ring[:, :head]
+        self._head, self._start = head, start
+
+
+class HopNetwork:
+    """Trunk frames of a batch of windows from many streams, each running the trunk on new frames only.
+
+    ``trunk`` is the trunk graph: rows [n, 1, n_features, tile] -> [n, channels, step]. Thread-safe:
+    calls are serialised, since they advance the streams' states. Feed each stream's windows in order.
+    """
+
+    def __init__(self, geometry: StreamGeometry, trunk: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.geometry = geometry
+        self._trunk = trunk
+        self._lock = threading.Lock()
+
+    def stream(self) -> StreamTrunk:
+        """A new stream's (empty) state."""
+        return StreamTrunk(self.geometry)
+
+    def frames(self, streams: Sequence[StreamTrunk], starts: Sequence[int], features: np.ndarray) -> np.ndarray:
+        """Trunk frames float32 [B, channels, frames] of windows whose features are ``features``
+        [B, 1, n_features, window frames], window b being stream ``streams[b]``'s starting at its
+        sample ``starts[b]``. A stream may appear more than once; its windows are taken in batch order."""
+        g = self.geometry
+        if not len(streams) == len(starts) == len(features):
+            raise ValueError(f"{len(streams)} streams, {len(starts)} starts and {len(features)} windows: one each")
+        if any(not isinstance(s, StreamTrunk) or s.geometry != g for s in streams):
+            raise ValueError("every stream state must come from this network's stream()")
+        if features.ndim != 4 or features.shape[3] != g.window_frames:
+            raise ValueError(f"features must be [B, 1, n_features, {g.window_frames}], got {list(features.shape)}")
+        out = np.empty((len(features), g.channels, g.frames), dtype=np.float32)
+        with self._lock:
+            last = {id(s): s._start for s in streams}
+            plan = []  # per window: is it one hop after its stream's previous window?
+            for s, start in zip(streams, starts):
+                plan.append(s._follows(last[id(s)], int(start)))
+                last[id(s)] = int(start)
+            rows = [g.rows(features[b], j) for b, follows in enumerate(plan)
+                    for j in ((g.frames - g.step,) if follows else g.tiles)]
+            trunk = self._trunk(np.stack(rows))
+            r = 0
+            for b, follows in enumerate(plan):
+                if follows:
+                    streams[b]._advance(int(starts[b]), trunk[r], out[b])
+                    r += 1
+                else:
+                    streams[b]._store(int(starts[b]), trunk[r : r + len(g.tiles)], out[b])
+                    r += len(g.tiles)
+        return out
