@@ -201,3 +201,21 @@ def test_cli_errors_are_one_line(manifest: Path, tmp_path: Path, capsys: pytest.
     assert main(["--out", str(tmp_path / "none"), "--apply-int8", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_students_distil_from_the_same_fold_of_a_teacher_run(protocol: tuple[Path, dict], manifest: Path,
+                                                             tmp_path: Path) -> None:
+    """--teachers: each fold's teacher is the teacher run's model of that fold (trained without the same
+    families); a fixed teacher, which saw every family, is refused."""
+    teachers, _ = protocol
+    out = tmp_path / "students"
+    run(ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(), folds=FOLDS, only=("long",), threads=1,
+                        progress=False, teachers=teachers))
+    record = read_config(out / "fold-long" / "run" / "best").training_data["teacher"]
+    assert record["checkpoint"] == str((teachers / "fold-long" / "run" / "best").resolve())
+    assert "each fold's model in" in json.loads((out / "recipe.json").read_text())["teacher"]
+    with pytest.raises(ProtocolError, match="a fixed teacher has seen"):
+        ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(teacher=str(teachers / "fold-long" / "run" / "best")),
+                        folds=FOLDS)
+    with pytest.raises(ProtocolError, match="not a protocol run"):
+        ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(), folds=FOLDS, teachers=tmp_path)

@@ -17,7 +17,8 @@ the mean and worst held-out EER, the pooled held-out EER over all folds, the mea
 the per-epoch monitor curve averaged over folds (to choose the epoch count of the final model),
 and the threshold at the pooled held-out EER point (``--apply-threshold CKPT`` writes it into a
 checkpoint trained on the full corpus). Interrupted runs resume: finished folds are kept,
-a fold whose training stopped continues from its ``last/``.
+a fold whose training stopped continues from its ``last/``. ``--teachers RUN`` distils each fold's
+model (a streaming student) from RUN's model of the same fold, so no teacher saw the held-out families.
 """
 from __future__ import annotations
 
@@ -82,9 +83,19 @@ class ProtocolOptions:
     # the fold's training files, both classes) and writes its results beside float32's
     # (fold-int8.json, matrix-int8.json): the same trained folds, so the two matrices compare int8 alone.
     engine: str = "onnx"
+    # Distillation under the protocol: each fold's teacher is this protocol run's model of the same
+    # fold, so no teacher has seen the families its student is tested on.
+    teachers: Path | None = None
 
     def __post_init__(self) -> None:
         self.manifest, self.out = Path(self.manifest), Path(self.out)
+        if self.recipe.teacher is not None:
+            raise ProtocolError("a fixed teacher has seen the folds' held-out families; give --teachers RUN (each "
+                                "fold distils from RUN's model of the same fold)")
+        if self.teachers is not None:
+            self.teachers = Path(self.teachers)
+            if not (self.teachers / "recipe.json").is_file():
+                raise ProtocolError(f"--teachers {self.teachers}: not a protocol run (no recipe.json)")
         if not self.folds:
             raise ProtocolError("no folds given")
         unknown = [f for f in self.only if f not in self.folds]
@@ -198,6 +209,18 @@ def family_eers(scores: Sequence[tuple[str, str, float]]) -> dict[str, dict[str,
     return out
 
 
+def fold_teacher(teachers: Path, plan: FoldPlan) -> Path:
+    """The kept model of ``plan``'s fold in the protocol run ``teachers``, trained without the same families."""
+    done = teachers / f"fold-{plan.name}" / "fold.json"
+    if not done.is_file():
+        raise ProtocolError(f"--teachers {teachers}: fold {plan.name} has not finished there ({done} missing)")
+    heldout = json.loads(done.read_text(encoding="utf-8"))["heldout"]
+    if sorted(heldout) != sorted(plan.heldout):
+        raise ProtocolError(f"--teachers {teachers}: its fold {plan.name} held out {', '.join(heldout)}, "
+                            f"this one {', '.join(plan.heldout)}")
+    return teachers / f"fold-{plan.name}" / "run" / "best"
+
+
 def run_fold(plan: FoldPlan, opts: ProtocolOptions) -> dict[str, Any]:
     """Train (or resume) and score one fold; the result is also written to fold.json."""
     from training.curriculum import has_run_state, run_training
@@ -219,7 +242,8 @@ def run_fold(plan: FoldPlan, opts: ProtocolOptions) -> dict[str, Any]:
     finished = state_file.is_file() and json.loads(state_file.read_text(encoding="utf-8")).get("finished", False)
     started = time.monotonic()
     if not finished:
-        cfg = TrainConfig.from_dict({**opts.recipe.to_dict(), "manifest": str(train_csv), "out": str(run_dir),
+        teacher = {"teacher": str(fold_teacher(opts.teachers, plan))} if opts.teachers else {}
+        cfg = TrainConfig.from_dict({**opts.recipe.to_dict(), **teacher, "manifest": str(train_csv), "out": str(run_dir),
                                      "monitor_manifest": str(monitor_csv), "resume": has_run_state(run_dir),
                                      "progress": opts.progress})
         result = run_training(cfg)
@@ -337,6 +361,8 @@ def run(opts: ProtocolOptions) -> dict[str, Any]:
     plans = plan_folds(read_rows(opts.manifest), opts.folds)
     opts.out.mkdir(parents=True, exist_ok=True)
     recipe = {k: v for k, v in opts.recipe.to_dict().items() if k not in RUN_SETTINGS}
+    if opts.teachers is not None:
+        recipe["teacher"] = f"each fold's model in {opts.teachers.resolve()}"
     saved = opts.out / "recipe.json"
     # Options added to TrainConfig after a run started are absent from its recipe.json: read as defaults.
     defaults = {k: v for k, v in TrainConfig().to_dict().items() if k not in RUN_SETTINGS}
@@ -447,6 +473,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=list(EVAL_ENGINES), default="onnx",
                    help="engine scoring the eval split; onnx-int8 quantizes the folds' trained models and "
                         "writes matrix-int8.json beside float32's (default %(default)s)")
+    p.add_argument("--teachers", type=Path, metavar="RUN",
+                   help="distil each fold's model from protocol run RUN's model of the same fold (a streaming "
+                        "student judged on the protocol: --arch specrnet_stream)")
     p.add_argument("--apply-threshold", type=Path, metavar="CKPT",
                    help="write OUT/matrix.json's threshold into checkpoint CKPT and exit")
     p.add_argument("--apply-int8", type=Path, metavar="CKPT",
@@ -482,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = TrainConfig.from_dict(base)
         opts = ProtocolOptions(manifest=a.manifest, out=a.out, recipe=recipe, folds=a.folds or dict(DEFAULT_FOLDS),
                                only=tuple(x for x in a.only.split(",") if x), eval_hop_s=a.eval_hop,
-                               threads=a.threads, progress=not a.no_progress, engine=a.engine)
+                               threads=a.threads, progress=not a.no_progress, engine=a.engine,
+                               teachers=a.teachers)
         matrix = run(opts)
     except TimeoutError as e:
         print(f"paused: {e}", file=sys.stderr)
