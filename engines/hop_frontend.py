@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from engines.engine import check_windows
 from engines.features import SpectralFrames, frames
 from engines.frontend_config import FrontEndConfig
 
-__all__ = ["HopFrontEnd", "HopLayout", "StreamFrames"]
+__all__ = ["HopFrontEnd", "HopLayout", "StreamFrames", "follow_plan"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,18 @@ class StreamFrames:
         self._head, self._start = head, start
 
 
+def follow_plan(streams: Sequence[Any], starts: Sequence[int]) -> list[bool]:
+    """Per window of a batch, whether it starts one hop after its stream's previous window (the last
+    one the stream's state holds, or an earlier window of the same stream in this batch): the rule by
+    which every per-hop cache advances or restarts. ``streams`` have ``_start`` and ``_follows``."""
+    last = {id(s): s._start for s in streams}
+    plan = []
+    for s, start in zip(streams, starts):
+        plan.append(s._follows(last[id(s)], int(start)))
+        last[id(s)] = int(start)
+    return plan
+
+
 class HopFrontEnd:
     """Log features of a batch of windows from many streams, each computing only new frames.
 
@@ -163,11 +176,7 @@ class HopFrontEnd:
             raise ValueError("starts must be integer sample offsets")
         out = np.empty((len(x), 1, lay.config.n_features, lay.frames), dtype=np.float32)
         with self._lock:
-            last = {id(s): s._start for s in streams}
-            plan = []  # per window: is it one hop after its stream's previous window?
-            for s, start in zip(streams, starts):
-                plan.append(s._follows(last[id(s)], int(start)))
-                last[id(s)] = int(start)
+            plan = follow_plan(streams, starts)
             feats = self._spectral(np.concatenate(
                 [rows for b, follows in enumerate(plan) for rows in self._rows(x[b], follows)]))
             r = 0

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.hop_frontend import HopLayout
+from engines.hop_frontend import HopLayout, follow_plan
 
 __all__ = ["HopNetwork", "StreamGeometry", "StreamTrunk"]
 
@@ -153,11 +153,7 @@ class HopNetwork:
             raise ValueError(f"features must be [B, 1, n_features, {g.window_frames}], got {list(features.shape)}")
         out = np.empty((len(features), g.channels, g.frames), dtype=np.float32)
         with self._lock:
-            last = {id(s): s._start for s in streams}
-            plan = []  # per window: is it one hop after its stream's previous window?
-            for s, start in zip(streams, starts):
-                plan.append(s._follows(last[id(s)], int(start)))
-                last[id(s)] = int(start)
+            plan = follow_plan(streams, starts)  # per window: one hop after its stream's previous one?
             rows = [g.rows(features[b], j) for b, follows in enumerate(plan)
                     for j in ((g.frames - g.step,) if follows else g.tiles)]
             trunk = self._trunk(np.stack(rows))
