@@ -119,9 +119,12 @@ def protocol_section(matrix_path: Path) -> list[str]:
 
     m = json.loads(matrix_path.read_text())
     recipe = m["recipe"]
+    first = recipe.get("first_stage")
+    stage = (f"{first['epochs']} epochs on bona fide and whichever of {', '.join(first['families'])} the fold trains "
+             "on, then " if first else "")
     return ["", "## Unseen generators: leave-families-out protocol", "",
-            f"`python -m training.generalization` with this recipe ({recipe['arch']}, {recipe['epochs']} epochs per "
-            "fold): each fold trains without its families and is scored on the eval split (speakers unseen in "
+            f"`python -m training.generalization` with this recipe ({recipe['arch']}, {stage}{recipe['epochs']} epochs "
+            "per fold): each fold trains without its families and is scored on the eval split (speakers unseen in "
             "training)." + ("" if m.get("complete") else " **Not every fold has finished: the numbers are partial.**"),
             "", *matrix_markdown(m).rstrip("\n").splitlines()]
 

@@ -350,7 +350,7 @@ def matrix_markdown(m: dict[str, Any]) -> str:
               f"- threshold at the pooled held-out EER point: p(spoof) "
               f"{'—' if m['threshold'] is None else format(m['threshold'], '.4f')}"]
     if m["monitor_curve"]:
-        lines += ["", "Held-out dev EER by epoch, mean over folds (chooses the final model's epoch count):", "",
+        lines += ["", "Held-out dev EER by epoch, mean over folds (what more epochs of the recipe do for unseen families):", "",
                   "| epoch | " + " | ".join(str(c["epoch"]) for c in m["monitor_curve"]) + " |",
                   "| --- | " + " | ".join("---" for _ in m["monitor_curve"]) + " |",
                   "| mean held-out dev EER | " + " | ".join(_pct(c["mean_monitor_eer"]) for c in m["monitor_curve"]) + " |"]
