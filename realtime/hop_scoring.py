@@ -13,14 +13,18 @@ is; the network then runs on parts of the batch concurrently.
 numpy's BLAS must run on one thread (the CLI sets ``OPENBLAS_NUM_THREADS=1``): else it fans the front
 end's small filterbank product out over every core with threads that spin between calls.
 
-A window that does not start exactly one hop after its stream's last scored window (the first, one
-after a shed or skipped window, a stream's final flush window) is computed whole and restarts the
-stream's frames: the front end compares absolute sample starts, so no gap mixes audio across it.
+A window starting k whole hops after its stream's last scored window (k - 1 windows shed or skipped
+by the speech gate in between) catches up from its own samples: only its last k hops' frames are
+computed while the stream's frames still share some (``engines.hop_frontend.follow_plan``), so a
+shed window does not make its stream's next window cost a whole one. Any other window (the first,
+a final flush window off the hop grid, one too far on) is computed whole and restarts the stream's
+frames. Starts are absolute sample offsets in the stream's own samples, which never skip audio
+(realtime.windowing, realtime.ringbuffer): no cache mixes audio across a gap.
 
 A streaming network (``specrnet_stream``, on the ``onnx`` engine) goes further: each stream also owns an
 :class:`engines.stream_network.StreamTrunk`, the worker runs the trunk graph on each window's new
 frames only (in stream order, like the front end), and the network step is the readout graph on the
-windows' trunk frames. Same rule for gaps; same logits as the whole window's graph.
+windows' trunk frames. Same rule for skipped windows and gaps; same logits as the whole window's graph.
 """
 from __future__ import annotations
 
