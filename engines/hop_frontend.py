@@ -24,7 +24,7 @@ and the edges are read. :func:`follow_plan` is the rule, for every per-hop cache
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,7 +35,16 @@ from engines.engine import check_windows
 from engines.features import SpectralFrames, frames
 from engines.frontend_config import FrontEndConfig
 
-__all__ = ["HopFrontEnd", "HopLayout", "HopState", "StreamFrames", "follow_plan", "roll_in", "unroll"]
+__all__ = ["HopFrontEnd", "HopLayout", "HopState", "Split", "StreamFrames", "follow_plan", "roll_in", "unroll", "whole"]
+
+#: How a pure computation runs on the rows of a batch: ``split(fn, x)`` returns ``fn(x)``, possibly
+#: computed as parts of ``x`` (axis 0) concatenated (the batcher runs them on its engine pool).
+Split = Callable[[Callable[[np.ndarray], np.ndarray], np.ndarray], np.ndarray]
+
+
+def whole(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The :data:`Split` that runs ``fn`` on all of ``x`` at once, in this thread."""
+    return fn(x)
 
 
 @dataclass(frozen=True)
@@ -213,10 +222,12 @@ class HopFrontEnd:
         """A new stream's (empty) state."""
         return StreamFrames(self.layout)
 
-    def features(self, streams: Sequence[StreamFrames], starts: Sequence[int], windows: np.ndarray) -> np.ndarray:
+    def features(self, streams: Sequence[StreamFrames], starts: Sequence[int], windows: np.ndarray,
+                 split: Split = whole) -> np.ndarray:
         """Features float32 [B, 1, n_features, frames] of ``windows`` [B, window], window b
         being the one of stream ``streams[b]`` that starts at its sample ``starts[b]``.
-        A stream may appear more than once; its windows are taken in batch order."""
+        A stream may appear more than once; its windows are taken in batch order. ``split`` runs
+        the spectral transform of the frames to compute (the streams' states stay in this call)."""
         lay = self.layout
         x = check_windows(windows, lay.window)
         if not len(streams) == len(starts) == len(x):
@@ -228,7 +239,7 @@ class HopFrontEnd:
         out = np.empty((len(x), 1, lay.config.n_features, lay.frames), dtype=np.float32)
         with self._lock:
             plan = follow_plan(streams, starts)  # per window: hops on from its stream's previous one, 0: whole
-            feats = self._spectral(np.concatenate(
+            feats = split(self._spectral, np.concatenate(
                 [rows for b, hops in enumerate(plan) for rows in self._rows(x[b], hops)]))
             r = 0
             for b, hops in enumerate(plan):

@@ -17,7 +17,9 @@ hops after its stream's last one (after k - 1 shed or unscored windows) with ``k
 (the first, one whose start is not a whole number of hops on, one too far on to share a trunk
 frame, the final flush window unless it happens to start on the grid) computes all its trunk frames
 and restarts the ring: the same fixed-size trunk graph, run on overlapping tiles of the window (the
-last tile aligned to its end).
+last tile aligned to its end). The trunk graph's rows are pure computation: the caller's ``split``
+may run them in parts concurrently (the batcher does, on its engine pool); the rings are updated
+here, in batch order.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.hop_frontend import HopLayout, follow_plan, roll_in, unroll
+from engines.hop_frontend import HopLayout, Split, follow_plan, roll_in, unroll, whole
 
 __all__ = ["HopNetwork", "StreamGeometry", "StreamTrunk"]
 
@@ -146,10 +148,12 @@ class HopNetwork:
         """A new stream's (empty) state."""
         return StreamTrunk(self.geometry)
 
-    def frames(self, streams: Sequence[StreamTrunk], starts: Sequence[int], features: np.ndarray) -> np.ndarray:
+    def frames(self, streams: Sequence[StreamTrunk], starts: Sequence[int], features: np.ndarray,
+               split: Split = whole) -> np.ndarray:
         """Trunk frames float32 [B, channels, frames] of windows whose features are ``features``
         [B, 1, n_features, window frames], window b being stream ``streams[b]``'s starting at its
-        sample ``starts[b]``. A stream may appear more than once; its windows are taken in batch order."""
+        sample ``starts[b]``. A stream may appear more than once; its windows are taken in batch order.
+        ``split`` runs the trunk graph on the rows to compute (the streams' states stay in this call)."""
         g = self.geometry
         if not len(streams) == len(starts) == len(features):
             raise ValueError(f"{len(streams)} streams, {len(starts)} starts and {len(features)} windows: one each")
@@ -161,7 +165,7 @@ class HopNetwork:
         with self._lock:
             plan = follow_plan(streams, starts)  # per window: hops on from its stream's previous one, 0: whole
             rows = [g.rows(features[b], j) for b, hops in enumerate(plan) for j in self._tiles(hops)]
-            trunk = self._trunk(np.stack(rows))
+            trunk = split(self._trunk, np.stack(rows))
             r = 0
             for b, hops in enumerate(plan):
                 if hops:

@@ -8,7 +8,9 @@ graph (``feature_logits``): the same logits as the whole window's graph, for a f
 end's cost. The batcher's one worker takes batches in queue order, and a batch's windows are fed
 to the front end in the order they were submitted (its rows may not be: a shed window's row is
 taken by the batch's last), so each stream's frames advance in stream order whatever ``parallel``
-is; the network then runs on parts of the batch concurrently.
+is. Only pure computation is split over the batcher's ``parallel`` engine calls: the front end's
+spectral transform of the frames to compute and the network on parts of the batch; each stream's
+state is updated in the worker, in order.
 
 numpy's BLAS must run on one thread (the CLI sets ``OPENBLAS_NUM_THREADS=1``): else it fans the front
 end's small filterbank product out over every core with threads that spin between calls.
@@ -23,8 +25,9 @@ frames. Starts are absolute sample offsets in the stream's own samples, which ne
 
 A streaming network (``specrnet_stream``, on the ``onnx`` engine) goes further: each stream also owns an
 :class:`engines.stream_network.StreamTrunk`, the worker runs the trunk graph on each window's new
-frames only (in stream order, like the front end), and the network step is the readout graph on the
-windows' trunk frames. Same rule for skipped windows and gaps; same logits as the whole window's graph.
+frames only (in stream order, like the front end; the graph's rows split over the engine calls),
+and the network step is the readout graph on the windows' trunk frames. Same rule for skipped
+windows and gaps; same logits as the whole window's graph.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from engines.hop_frontend import HopFrontEnd, HopLayout, StreamFrames
+from engines.hop_frontend import HopFrontEnd, HopLayout, Split, StreamFrames, whole
 from engines.stream_network import HopNetwork, StreamGeometry, StreamTrunk
 
 from .windowing import WindowOptions
@@ -110,10 +113,11 @@ class HopScoring:
             stream.trunk = self.trunk.stream()
         return stream.trunk
 
-    def features(self, batch: Sequence[QueuedItem], data: np.ndarray) -> np.ndarray:
+    def features(self, batch: Sequence[QueuedItem], data: np.ndarray, split: Split = whole) -> np.ndarray:
         """The network step's input for the ``n`` windows in ``data``'s rows, row order: features
         [n, 1, n_features, frames] or, for a streaming network, trunk frames [n, channels, frames].
-        ``batch`` is the batch's items in queue order (tombstones and unscored windows too)."""
+        ``batch`` is the batch's items in queue order (tombstones and unscored windows too);
+        ``split`` runs the pure computation (spectral transform, trunk graph) in parts."""
         items = [it for it in batch if it.score and not it.dropped]
         order = [it.row for it in items]
         rate = self.frontend.layout.config.sample_rate
@@ -121,9 +125,9 @@ class HopScoring:
         starts = [round(it.window.start_s * rate) for it in items]
         frames = [self._frames(it.stream) for it in items]
         in_order = order == list(range(len(order)))
-        x = self.frontend.features(frames, starts, data if in_order else data[order])  # else rare: after a shed
+        x = self.frontend.features(frames, starts, data if in_order else data[order], split)  # else: after a shed
         if self.trunk is not None:  # in submit order too: each stream's trunk frames advance in order
-            x = self.trunk.frames([self._trunk_frames(it.stream) for it in items], starts, x)
+            x = self.trunk.frames([self._trunk_frames(it.stream) for it in items], starts, x, split)
         if in_order:
             return x
         out = np.empty_like(x)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +146,8 @@ def test_windows_after_skipped_ones_catch_up_and_equal_whole_windows(engine: eng
     """A window k hops after its stream's last scored one computes only its last k hops' frames and
     k trunk tiles while k hops still share some, else restarts; a window off the hop grid restarts.
     Through the batcher, on real speech; ``together``: all submitted at once, so a batch holds
-    several windows of one stream (each catching up from the one before it in the batch)."""
+    several windows of one stream (each catching up from the one before it in the batch). With
+    ``parallel`` 2 the spectral transform and the trunk graph run in parts on the engine pool too."""
     windows = _skipping_windows(engine)
     flat = [w for ws in windows.values() for w in ws]
     reference = engine.logits(np.stack([w.samples for w in flat]))
@@ -153,8 +156,14 @@ def test_windows_after_skipped_ones_catch_up_and_equal_whole_windows(engine: eng
     plans: list[int] = []
     fe_rows, rows = hop.frontend._rows, []
     hop.frontend._rows = lambda window, hops: plans.append(hops) or fe_rows(window, hops)  # type: ignore[method-assign]
-    trunk = hop.trunk._trunk
-    hop.trunk._trunk = lambda x: rows.append(len(x)) or trunk(x)  # type: ignore[method-assign]
+    trunk, spectral, threads = hop.trunk._trunk, hop.frontend._spectral, set()
+
+    def on_thread(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        """``fn``, noting each thread it runs on."""
+        return lambda x: threads.add((fn, threading.current_thread().name)) or fn(x)
+
+    hop.trunk._trunk = on_thread(lambda x: rows.append(len(x)) or trunk(x))  # type: ignore[method-assign]
+    hop.frontend._spectral = on_thread(spectral)  # type: ignore[assignment]
 
     async def main() -> dict[str, list[WindowResult]]:
         opts = BatcherOptions(max_wait_ms=1, max_pending=64, max_delay_ms=600_000, parallel=parallel)
@@ -181,6 +190,8 @@ def test_windows_after_skipped_ones_catch_up_and_equal_whole_windows(engine: eng
     assert sorted(plans) == sorted(expected)
     g = hop.trunk.geometry
     assert sum(rows) == sum(k if k else len(g.tiles) for k in expected)
+    pooled = {fn for fn, name in threads if name.startswith("engine")}
+    assert len(pooled) == (2 if parallel == 2 else 0)  # both pure computations split over the engine pool
 
 
 def test_trunk_frames_are_freed_when_streams_close(engine: engines.Engine) -> None:
