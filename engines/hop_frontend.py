@@ -10,17 +10,23 @@ recomputed from each window. Each frame is computed exactly as the full-window f
 (``engines.features``) computes it, so a window's features are the full-window ones, not an
 approximation.
 
-The batcher passes whole windows with their start sample: a window one hop after the stream's
-last one is computed incrementally, any other (the first, one after a gap or a shed window,
-a stream's final flush window) is computed whole and restarts the ring, so a caller's lost hop
-never shows up as wrong features. Only the new hop's samples and the edges are read.
+The batcher passes whole windows with their start sample. A window starting k whole hops after
+the stream's last one (k >= 1: the next window, or one after k - 1 shed or unscored windows) with
+``k * step < interior`` catches up: it computes its last ``k * step`` interior frames from its own
+samples, keeps the other ``interior - k * step`` from the ring and moves the ring on by ``k * step``
+frames. Any other window (the first, one whose start is not a whole number of hops on, one that far
+on that it shares no interior frame, or one after :meth:`StreamFrames.reset`) is computed whole and
+restarts the ring. The shared frames are those of the same absolute samples, and a stream's sample
+numbering never skips audio (a window's start is its offset in the stream's own samples, see
+realtime.ringbuffer), so a lost hop never shows up as wrong features. Only the new frames' samples
+and the edges are read. :func:`follow_plan` is the rule, for every per-hop cache.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -29,7 +35,16 @@ from engines.engine import check_windows
 from engines.features import SpectralFrames, frames
 from engines.frontend_config import FrontEndConfig
 
-__all__ = ["HopFrontEnd", "HopLayout", "StreamFrames", "follow_plan"]
+__all__ = ["HopFrontEnd", "HopLayout", "HopState", "Split", "StreamFrames", "follow_plan", "roll_in", "unroll", "whole"]
+
+#: How a pure computation runs on the rows of a batch: ``split(fn, x)`` returns ``fn(x)``, possibly
+#: computed as parts of ``x`` (axis 0) concatenated (the batcher runs them on its engine pool).
+Split = Callable[[Callable[[np.ndarray], np.ndarray], np.ndarray], np.ndarray]
+
+
+def whole(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The :data:`Split` that runs ``fn`` on all of ``x`` at once, in this thread."""
+    return fn(x)
 
 
 @dataclass(frozen=True)
@@ -104,9 +119,17 @@ class StreamFrames:
     def nbytes(self) -> int:
         return self._ring.nbytes
 
-    def _follows(self, last: int | None, start: int) -> bool:
-        lay = self.layout
-        return last is not None and start == last + lay.hop and lay.step < lay.interior
+    @property
+    def hop(self) -> int:
+        return self.layout.hop
+
+    @property
+    def shift(self) -> int:
+        return self.layout.step
+
+    @property
+    def span(self) -> int:
+        return self.layout.interior
 
     def _store(self, start: int, feats: np.ndarray, out: np.ndarray) -> None:
         """A window computed whole: ``feats`` [frames, n_features] -> ``out`` [n_features, frames]."""
@@ -116,33 +139,70 @@ class StreamFrames:
         self._head, self._start = 0, start
 
     def _advance(self, start: int, left: np.ndarray, new: np.ndarray, out: np.ndarray) -> None:
-        """The window one hop on: ``left`` its leading edge frames, ``new`` its last ``step``
+        """The window k hops on: ``left`` its leading edge frames, ``new`` its last ``k * step``
         interior frames then its trailing edge frames (rows of features)."""
-        lay, ring = self.layout, self._ring
-        step, head = lay.step, self._head
-        # The new frames take the columns of the ``step`` oldest, which this window no longer holds.
-        first = min(step, lay.interior - head)
-        ring[:, head : head + first] = new[:first].T
-        ring[:, : step - first] = new[first:step].T
-        head = (head + step) % lay.interior
-        mid = lay.left + lay.interior - head
+        lay = self.layout
+        shift = len(new) - lay.right
+        self._head = roll_in(self._ring, self._head, new[:shift].T)
+        unroll(self._ring, self._head, out[:, lay.left : lay.left + lay.interior])
         out[:, : lay.left] = left.T
-        out[:, lay.left : mid] = ring[:, head:]
-        out[:, mid : lay.left + lay.interior] = ring[:, :head]
-        out[:, lay.left + lay.interior :] = new[step:].T
-        self._head, self._start = head, start
+        out[:, lay.left + lay.interior :] = new[shift:].T
+        self._start = start
 
 
-def follow_plan(streams: Sequence[Any], starts: Sequence[int]) -> list[bool]:
-    """Per window of a batch, whether it starts one hop after its stream's previous window (the last
-    one the stream's state holds, or an earlier window of the same stream in this batch): the rule by
-    which every per-hop cache advances or restarts. ``streams`` have ``_start`` and ``_follows``."""
+def roll_in(ring: np.ndarray, head: int, new: np.ndarray) -> int:
+    """Write columns ``new`` [rows, n] over ``ring``'s ``n`` oldest columns (from column ``head``
+    on, wrapping): a window n columns on no longer holds them. Returns the new head."""
+    n, span = new.shape[1], ring.shape[1]
+    first = min(n, span - head)
+    ring[:, head : head + first] = new[:, :first]
+    ring[:, : n - first] = new[:, first:]
+    return (head + n) % span
+
+
+def unroll(ring: np.ndarray, head: int, out: np.ndarray) -> None:
+    """``ring``'s columns in window order, oldest (column ``head``) first, into ``out``."""
+    span = ring.shape[1]
+    out[:, : span - head] = ring[:, head:]
+    out[:, span - head :] = ring[:, :head]
+
+
+class HopState(Protocol):
+    """A stream's per-hop cache: a ring of ``span`` columns, ``shift`` more per ``hop`` samples."""
+
+    _start: int | None  # start sample of the window the ring holds; None: nothing held
+
+    @property
+    def hop(self) -> int: ...
+
+    @property
+    def shift(self) -> int: ...
+
+    @property
+    def span(self) -> int: ...
+
+
+def follow_plan(streams: Sequence[HopState], starts: Sequence[int]) -> list[int]:
+    """Per window of a batch, the number of hops k >= 1 it starts after its stream's previous window
+    (the last one the stream's state holds, or an earlier window of the same stream in this batch),
+    if its ring can catch up: it then computes only its last ``k * shift`` columns, the rest are
+    the previous window's. 0: the window is computed whole and restarts the ring (no previous
+    window, a start not a whole number of hops on, or ``k * shift >= span``: nothing shared).
+    The rule by which every per-hop cache catches up or restarts."""
     last = {id(s): s._start for s in streams}
     plan = []
     for s, start in zip(streams, starts):
-        plan.append(s._follows(last[id(s)], int(start)))
+        plan.append(_hops(s, last[id(s)], int(start)))
         last[id(s)] = int(start)
     return plan
+
+
+def _hops(state: HopState, prev: int | None, start: int) -> int:
+    """The hops from window start ``prev`` to ``start`` if ``state``'s ring can catch up over them, else 0."""
+    if prev is None or start <= prev or (start - prev) % state.hop:
+        return 0
+    k = (start - prev) // state.hop
+    return k if k * state.shift < state.span else 0
 
 
 class HopFrontEnd:
@@ -162,10 +222,12 @@ class HopFrontEnd:
         """A new stream's (empty) state."""
         return StreamFrames(self.layout)
 
-    def features(self, streams: Sequence[StreamFrames], starts: Sequence[int], windows: np.ndarray) -> np.ndarray:
+    def features(self, streams: Sequence[StreamFrames], starts: Sequence[int], windows: np.ndarray,
+                 split: Split = whole) -> np.ndarray:
         """Features float32 [B, 1, n_features, frames] of ``windows`` [B, window], window b
         being the one of stream ``streams[b]`` that starts at its sample ``starts[b]``.
-        A stream may appear more than once; its windows are taken in batch order."""
+        A stream may appear more than once; its windows are taken in batch order. ``split`` runs
+        the spectral transform of the frames to compute (the streams' states stay in this call)."""
         lay = self.layout
         x = check_windows(windows, lay.window)
         if not len(streams) == len(starts) == len(x):
@@ -176,13 +238,13 @@ class HopFrontEnd:
             raise ValueError("starts must be integer sample offsets")
         out = np.empty((len(x), 1, lay.config.n_features, lay.frames), dtype=np.float32)
         with self._lock:
-            plan = follow_plan(streams, starts)
-            feats = self._spectral(np.concatenate(
-                [rows for b, follows in enumerate(plan) for rows in self._rows(x[b], follows)]))
+            plan = follow_plan(streams, starts)  # per window: hops on from its stream's previous one, 0: whole
+            feats = split(self._spectral, np.concatenate(
+                [rows for b, hops in enumerate(plan) for rows in self._rows(x[b], hops)]))
             r = 0
-            tail = lay.step + lay.right
-            for b, follows in enumerate(plan):
-                if follows:
+            for b, hops in enumerate(plan):
+                if hops:
+                    tail = hops * lay.step + lay.right
                     streams[b]._advance(int(starts[b]), feats[r : r + lay.left],
                                         feats[r + lay.left : r + lay.left + tail], out[b, 0])
                     r += lay.left + tail
@@ -191,10 +253,12 @@ class HopFrontEnd:
                     r += lay.frames
         return out
 
-    def _rows(self, window: np.ndarray, follows: bool) -> list[np.ndarray]:
-        """The frames to compute of one window: all, or its edges and its new hop's frames."""
+    def _rows(self, window: np.ndarray, hops: int) -> list[np.ndarray]:
+        """The frames to compute of one window: all (``hops`` 0), or its edges and the frames of
+        its last ``hops`` hops."""
         lay, cfg = self.layout, self.layout.config
-        if not follows:
+        if not hops:
             return [frames(window, cfg, 0, lay.frames)]
-        blocks = [frames(window, cfg, lay.frames - lay.right - lay.step, lay.step + lay.right)]
+        new = hops * lay.step
+        blocks = [frames(window, cfg, lay.frames - lay.right - new, new + lay.right)]
         return [frames(window, cfg, 0, lay.left)] + blocks if lay.left else blocks

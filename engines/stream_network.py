@@ -10,10 +10,16 @@ the trunk graph only on the feature frames of its ``hop / stride`` new trunk fra
 frames plus ``context - stride`` before them), then the readout graph on all its trunk frames: the
 same numbers as the whole window's graph.
 
-A window that does not start exactly one hop after its stream's last one (the first, one after a
-gap or a shed window, the final flush window) computes all its trunk frames and restarts the ring,
-exactly as :class:`engines.hop_frontend.StreamFrames` does. Its trunk frames come from the same
-fixed-size trunk graph, run on overlapping tiles of the window (the last tile aligned to its end).
+The rule is :func:`engines.hop_frontend.follow_plan`'s, the front end's: a window starting k whole
+hops after its stream's last one (after k - 1 shed or unscored windows) with ``k * step < frames``
+(``step`` = hop / stride trunk frames) catches up: the trunk graph runs on its last k tiles of
+``step`` trunk frames (from its own features), the ring moves on by ``k * step``. Any other window
+(the first, one whose start is not a whole number of hops on, one too far on to share a trunk
+frame, the final flush window unless it happens to start on the grid) computes all its trunk frames
+and restarts the ring: the same fixed-size trunk graph, run on overlapping tiles of the window (the
+last tile aligned to its end). The trunk graph's rows are pure computation: the caller's ``split``
+may run them in parts concurrently (the batcher does, on its engine pool); the rings are updated
+here, in batch order.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.hop_frontend import HopLayout, follow_plan
+from engines.hop_frontend import HopLayout, Split, follow_plan, roll_in, unroll, whole
 
 __all__ = ["HopNetwork", "StreamGeometry", "StreamTrunk"]
 
@@ -99,9 +105,17 @@ class StreamTrunk:
         """Forget the stream's trunk frames (a gap in the stream): its next window is computed whole."""
         self._start = None
 
-    def _follows(self, last: int | None, start: int) -> bool:
-        g = self.geometry
-        return last is not None and start == last + g.layout.hop and g.step < g.frames
+    @property
+    def hop(self) -> int:
+        return self.geometry.layout.hop
+
+    @property
+    def shift(self) -> int:
+        return self.geometry.step
+
+    @property
+    def span(self) -> int:
+        return self.geometry.frames
 
     def _store(self, start: int, tiles: np.ndarray, out: np.ndarray) -> None:
         """A window computed whole: ``tiles`` [n_tiles, channels, step] -> ``out`` [channels, frames]."""
@@ -112,16 +126,10 @@ class StreamTrunk:
         self._head, self._start = 0, start
 
     def _advance(self, start: int, new: np.ndarray, out: np.ndarray) -> None:
-        """The window one hop on: ``new`` [channels, step] its last trunk frames."""
-        g, ring, head = self.geometry, self._ring, self._head
-        # The new frames take the columns of the ``step`` oldest, which this window no longer holds.
-        first = min(g.step, g.frames - head)
-        ring[:, head : head + first] = new[:, :first]
-        ring[:, : g.step - first] = new[:, first:]
-        head = (head + g.step) % g.frames
-        out[:, : g.frames - head] = ring[:, head:]
-        out[:, g.frames - head :] = ring[:, :head]
-        self._head, self._start = head, start
+        """The window k hops on: ``new`` [k, channels, step] its last k tiles of trunk frames."""
+        self._head = roll_in(self._ring, self._head, np.concatenate(new, axis=1))
+        unroll(self._ring, self._head, out)
+        self._start = start
 
 
 class HopNetwork:
@@ -140,10 +148,12 @@ class HopNetwork:
         """A new stream's (empty) state."""
         return StreamTrunk(self.geometry)
 
-    def frames(self, streams: Sequence[StreamTrunk], starts: Sequence[int], features: np.ndarray) -> np.ndarray:
+    def frames(self, streams: Sequence[StreamTrunk], starts: Sequence[int], features: np.ndarray,
+               split: Split = whole) -> np.ndarray:
         """Trunk frames float32 [B, channels, frames] of windows whose features are ``features``
         [B, 1, n_features, window frames], window b being stream ``streams[b]``'s starting at its
-        sample ``starts[b]``. A stream may appear more than once; its windows are taken in batch order."""
+        sample ``starts[b]``. A stream may appear more than once; its windows are taken in batch order.
+        ``split`` runs the trunk graph on the rows to compute (the streams' states stay in this call)."""
         g = self.geometry
         if not len(streams) == len(starts) == len(features):
             raise ValueError(f"{len(streams)} streams, {len(starts)} starts and {len(features)} windows: one each")
@@ -153,16 +163,21 @@ class HopNetwork:
             raise ValueError(f"features must be [B, 1, n_features, {g.window_frames}], got {list(features.shape)}")
         out = np.empty((len(features), g.channels, g.frames), dtype=np.float32)
         with self._lock:
-            plan = follow_plan(streams, starts)  # per window: one hop after its stream's previous one?
-            rows = [g.rows(features[b], j) for b, follows in enumerate(plan)
-                    for j in ((g.frames - g.step,) if follows else g.tiles)]
-            trunk = self._trunk(np.stack(rows))
+            plan = follow_plan(streams, starts)  # per window: hops on from its stream's previous one, 0: whole
+            rows = [g.rows(features[b], j) for b, hops in enumerate(plan) for j in self._tiles(hops)]
+            trunk = split(self._trunk, np.stack(rows))
             r = 0
-            for b, follows in enumerate(plan):
-                if follows:
-                    streams[b]._advance(int(starts[b]), trunk[r], out[b])
-                    r += 1
+            for b, hops in enumerate(plan):
+                if hops:
+                    streams[b]._advance(int(starts[b]), trunk[r : r + hops], out[b])
+                    r += hops
                 else:
                     streams[b]._store(int(starts[b]), trunk[r : r + len(g.tiles)], out[b])
                     r += len(g.tiles)
         return out
+
+    def _tiles(self, hops: int) -> Sequence[int]:
+        """First trunk frame of each trunk graph row of a window: its last ``hops`` tiles, or all
+        of a whole window's (``hops`` 0)."""
+        g = self.geometry
+        return range(g.frames - hops * g.step, g.frames, g.step) if hops else g.tiles

@@ -14,13 +14,15 @@ once, at submit, from the stream's ring into a row of the batch being assembled
 (realtime.batch_rows), and each batch is scored in place through the engine's trusted entry
 point (``batch_logits``: no copy, no finiteness pass; windowing rejects non-finite audio at
 input, and a non-finite logit is still caught here). Per hop (``hop=``, realtime.hop_scoring),
-the worker first computes the batch's features, only each window's new hop, from each stream's
-frames: one worker takes batches in queue order, so every stream's frames advance in order.
+the worker first computes the batch's features, only each window's new hops, from each stream's
+frames: one worker takes batches in queue order, so every stream's frames advance in order (the
+pure computation in that step, split like an engine call, see below).
 
 Why one worker: ONNX Runtime (and torch) release the GIL while they compute, so the event loop
 keeps receiving audio while a batch runs. Parallelism comes from the engine's intra-op threads
 (``threads=``) or, with ``parallel=N``, from the worker splitting each batch into N parts scored
-concurrently (it runs one itself, a pool of N-1 threads the rest; ``parallel="auto"``, the default:
+concurrently (:meth:`MicroBatcher.split`: it runs one itself, a pool of N-1 threads the rest; per hop,
+the front end's transform and the trunk graph are split the same way; ``parallel="auto"``, the default:
 N from the cores, see realtime.sizing): for SpecRNet on ONNX Runtime,
 two single-threaded runs of half a batch gave 1.6x the throughput of one run with two intra-op
 threads. Batches form by themselves under load; ``max_wait_ms`` only delays a lone window when
@@ -320,17 +322,21 @@ class MicroBatcher:
     def _score(self, batch: list[QueuedItem], x: np.ndarray) -> np.ndarray:
         run = self.engine.batch_logits
         if self.hop is not None:  # in this one worker, in queue order: each stream's frames advance in order
-            x, run = self.hop.features(batch, x), self.hop.network
+            x, run = self.hop.features(batch, x, self.split), self.hop.network
+        return self.split(lambda part: np.asarray(run(part), dtype=np.float64).reshape(-1), x)
+
+    def split(self, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+        """``fn(x)`` as up to ``parallel`` concurrent calls on views of ``x``'s rows (this thread runs
+        the first part), concatenated: for a batch, each at most preferred_batch long. ONNX Runtime
+        sessions are thread-safe and release the GIL, as numpy's FFT and BLAS do. Worker thread only."""
         parts = min(self.options.parallel, len(x))
-        if parts == 1:
-            return np.asarray(run(x), dtype=np.float64).reshape(-1)
-        # `parallel` concurrent engine calls on views of the batch (this thread runs the first part),
-        # each at most preferred_batch long; ONNX Runtime sessions are thread-safe and release the GIL.
+        if parts <= 1:
+            return fn(x)
         chunks = np.array_split(x, parts)
         assert self._pool is not None
-        futures = [self._pool.submit(run, c) for c in chunks[1:]]
-        first = np.asarray(run(chunks[0]), dtype=np.float64).reshape(-1)
-        return np.concatenate([first, *(np.asarray(f.result(), dtype=np.float64).reshape(-1) for f in futures)])
+        futures = [self._pool.submit(fn, c) for c in chunks[1:]]
+        first = fn(chunks[0])
+        return np.concatenate([first, *(f.result() for f in futures)])
 
     def _run(self) -> None:
         if self.options.parallel > 1:

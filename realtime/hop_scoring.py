@@ -8,19 +8,26 @@ graph (``feature_logits``): the same logits as the whole window's graph, for a f
 end's cost. The batcher's one worker takes batches in queue order, and a batch's windows are fed
 to the front end in the order they were submitted (its rows may not be: a shed window's row is
 taken by the batch's last), so each stream's frames advance in stream order whatever ``parallel``
-is; the network then runs on parts of the batch concurrently.
+is. Only pure computation is split over the batcher's ``parallel`` engine calls: the front end's
+spectral transform of the frames to compute and the network on parts of the batch; each stream's
+state is updated in the worker, in order.
 
 numpy's BLAS must run on one thread (the CLI sets ``OPENBLAS_NUM_THREADS=1``): else it fans the front
 end's small filterbank product out over every core with threads that spin between calls.
 
-A window that does not start exactly one hop after its stream's last scored window (the first, one
-after a shed or skipped window, a stream's final flush window) is computed whole and restarts the
-stream's frames: the front end compares absolute sample starts, so no gap mixes audio across it.
+A window starting k whole hops after its stream's last scored window (k - 1 windows shed or skipped
+by the speech gate in between) catches up from its own samples: only its last k hops' frames are
+computed while the stream's frames still share some (``engines.hop_frontend.follow_plan``), so a
+shed window does not make its stream's next window cost a whole one. Any other window (the first,
+a final flush window off the hop grid, one too far on) is computed whole and restarts the stream's
+frames. Starts are absolute sample offsets in the stream's own samples, which never skip audio
+(realtime.windowing, realtime.ringbuffer): no cache mixes audio across a gap.
 
 A streaming network (``specrnet_stream``, on the ``onnx`` engine) goes further: each stream also owns an
 :class:`engines.stream_network.StreamTrunk`, the worker runs the trunk graph on each window's new
-frames only (in stream order, like the front end), and the network step is the readout graph on the
-windows' trunk frames. Same rule for gaps; same logits as the whole window's graph.
+frames only (in stream order, like the front end; the graph's rows split over the engine calls),
+and the network step is the readout graph on the windows' trunk frames. Same rule for skipped
+windows and gaps; same logits as the whole window's graph.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from engines.hop_frontend import HopFrontEnd, HopLayout, StreamFrames
+from engines.hop_frontend import HopFrontEnd, HopLayout, Split, StreamFrames, whole
 from engines.stream_network import HopNetwork, StreamGeometry, StreamTrunk
 
 from .windowing import WindowOptions
@@ -106,10 +113,11 @@ class HopScoring:
             stream.trunk = self.trunk.stream()
         return stream.trunk
 
-    def features(self, batch: Sequence[QueuedItem], data: np.ndarray) -> np.ndarray:
+    def features(self, batch: Sequence[QueuedItem], data: np.ndarray, split: Split = whole) -> np.ndarray:
         """The network step's input for the ``n`` windows in ``data``'s rows, row order: features
         [n, 1, n_features, frames] or, for a streaming network, trunk frames [n, channels, frames].
-        ``batch`` is the batch's items in queue order (tombstones and unscored windows too)."""
+        ``batch`` is the batch's items in queue order (tombstones and unscored windows too);
+        ``split`` runs the pure computation (spectral transform, trunk graph) in parts."""
         items = [it for it in batch if it.score and not it.dropped]
         order = [it.row for it in items]
         rate = self.frontend.layout.config.sample_rate
@@ -117,9 +125,9 @@ class HopScoring:
         starts = [round(it.window.start_s * rate) for it in items]
         frames = [self._frames(it.stream) for it in items]
         in_order = order == list(range(len(order)))
-        x = self.frontend.features(frames, starts, data if in_order else data[order])  # else rare: after a shed
+        x = self.frontend.features(frames, starts, data if in_order else data[order], split)  # else: after a shed
         if self.trunk is not None:  # in submit order too: each stream's trunk frames advance in order
-            x = self.trunk.frames([self._trunk_frames(it.stream) for it in items], starts, x)
+            x = self.trunk.frames([self._trunk_frames(it.stream) for it in items], starts, x, split)
         if in_order:
             return x
         out = np.empty_like(x)

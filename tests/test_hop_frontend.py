@@ -88,6 +88,28 @@ def test_gap_or_reset_computes_the_next_window_whole() -> None:
         assert counter.calls[-1] == (layout.frames if i in whole else layout.left + layout.step + layout.right), i
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_window_hops_on_catches_up_while_frames_are_shared(case: str) -> None:
+    """A window k hops after the stream's last one computes its edges and its last k hops' frames
+    while k * step < interior (the largest such k too), else it is computed whole."""
+    cfg, hop = CASES[case]
+    layout = HopLayout(cfg, WINDOW, hop)
+    fe = HopFrontEnd(layout)
+    counter = RowCounter(fe)
+    stream = fe.stream()
+    audio = _stream_audio()
+    most = (layout.interior - 1) // layout.step  # the most hops that still share a frame
+    hops = [1, 2, 3, most, most + 1, 2]
+    starts = np.cumsum([0, *hops]) * hop
+    assert starts[-1] + WINDOW <= len(audio)
+    for start in starts:
+        window = audio[start : start + WINDOW]
+        got = fe.features([stream], [start], window[None])
+        np.testing.assert_allclose(got[0, 0], log_features(window, cfg), rtol=0, atol=1e-5)
+    edges = layout.left + layout.right
+    assert counter.calls == [layout.frames] + [edges + k * layout.step if k <= most else layout.frames for k in hops]
+
+
 def test_a_batch_mixes_streams_and_holds_consecutive_windows_of_one() -> None:
     cfg, hop = CASES["resmax"]
     fe = HopFrontEnd(HopLayout(cfg, WINDOW, hop))
