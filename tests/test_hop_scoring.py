@@ -8,6 +8,7 @@ import gc
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,8 +197,8 @@ def test_detector_uses_the_per_hop_path_where_it_applies(engine) -> None:
         EngineOptions(hop_frontend="yes")
 
 
-def test_split_is_loaded_only_where_it_will_be_used() -> None:
-    cfg = read_config(engines.resolve_model("resmax"))
+def test_split_is_loaded_only_where_it_will_be_used(checkpoints: dict[str, Path]) -> None:
+    cfg = read_config(checkpoints["resmax"])
     assert split_request(DetectorOptions(), cfg) is False  # 0.5 s is not a whole number of 16-ms frames
     assert split_request(DetectorOptions(windowing=WindowingOptions(hop_s=0.512)), cfg) == "auto"
     with pytest.raises(ValueError, match=r"frame hop \(256 samples, 16 ms\)"):
@@ -209,9 +210,9 @@ def test_split_is_loaded_only_where_it_will_be_used() -> None:
     assert not engines.load("specrnet", "torch", split="auto").split  # no split path: whole windows
 
 
-def test_cli_refuses_hop_frontend_on_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_hop_frontend_on_in_one_line(checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     clip = str(speech_files(1)[0])
-    assert cli_main(["--input", clip, "--offline", "--model", "resmax", "--hop-frontend", "on"]) == 1
+    assert cli_main(["--input", clip, "--offline", "--model", str(checkpoints["resmax"]), "--hop-frontend", "on"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--hop-frontend on cannot apply: the window hop (8000 samples)" in err
 

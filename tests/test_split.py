@@ -18,7 +18,12 @@ from engines.errors import CheckpointError, EngineError
 from engines.hop_frontend import HopFrontEnd, HopLayout
 from tests.conftest import REPO, speech, speech_files
 
-HOPS = {"specrnet": 8000, "resmax": 8192}  # ResMax's frames are 16 ms: 0.5 s is 31.25 of them, 0.512 s is 32
+
+def _hop(model: str) -> int:
+    """The shortest window hop of at least 0.5 s that is a whole number of the model's frames
+    (0.5 s itself unless the frames are, for example, 16 ms: 31.25 of them; then 0.512 s)."""
+    frame = read_config(engines.resolve_model(model)).frontend["hop_length"]
+    return -(-8000 // frame) * frame
 
 
 def _stream(hop: int) -> tuple[np.ndarray, list[int]]:
@@ -54,10 +59,10 @@ def test_shipped_split_path_equals_full_window_onnx(model: str) -> None:
     """float32: the streamed features equal the graph's own front end's up to its float32 rounding
     (3.4e-5 SpecRNet, 2.0e-3 in ResMax's quietest bins, measured), which moves the logits by at most
     1.3e-5 (measured; logits spread over 2-5 here): 1e-4 as for the torch/ONNX parity."""
-    audio, starts = _stream(HOPS[model])
+    audio, starts = _stream(_hop(model))
     engine = engines.load(model, engine="onnx", split=True)
     full = engine.logits(_windows(audio, starts))
-    np.testing.assert_allclose(_split_logits(engine, HOPS[model], audio, starts), full, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(_split_logits(engine, _hop(model), audio, starts), full, rtol=0, atol=1e-4)
     assert np.ptp(full) > 1.0  # real speech moves the trained model's logits
 
 
@@ -69,11 +74,11 @@ def test_shipped_int8_split_path_stays_within_the_quantization_error(model: str)
     |dz| 0.077 / 0.085, |dp| 0.019 / 0.005 (SpecRNet / ResMax), against 0.18 / 0.99 and 0.044 / 0.009
     between the int8 and float32 engines: the split moves less than half to 0.6 of what quantization
     itself moves."""
-    audio, starts = _stream(HOPS[model])
+    audio, starts = _stream(_hop(model))
     int8 = engines.load(model, engine="onnx-int8", split=True)
     windows = _windows(audio, starts)
     full = int8.logits(windows)
-    split = _split_logits(int8, HOPS[model], audio, starts)
+    split = _split_logits(int8, _hop(model), audio, starts)
     f32 = engines.load(model, engine="onnx").logits(windows)
 
     def prob(z: np.ndarray) -> np.ndarray:
