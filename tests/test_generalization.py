@@ -206,13 +206,18 @@ def test_cli_errors_are_one_line(manifest: Path, tmp_path: Path, capsys: pytest.
 def test_students_distil_from_the_same_fold_of_a_teacher_run(protocol: tuple[Path, dict], manifest: Path,
                                                              tmp_path: Path) -> None:
     """--teachers: each fold's teacher is the teacher run's model of that fold (trained without the same
-    families); a fixed teacher, which saw every family, is refused."""
+    families), a streaming student starting from its weights; a fixed teacher, which saw every family, is
+    refused, and so is teacher_init without --teachers."""
     teachers, _ = protocol
     out = tmp_path / "students"
-    run(ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(), folds=FOLDS, only=("long",), threads=1,
+    student = _recipe(arch="specrnet_stream", teacher_init=True)
+    run(ProtocolOptions(manifest=manifest, out=out, recipe=student, folds=FOLDS, only=("long",), threads=1,
                         progress=False, teachers=teachers))
     record = read_config(out / "fold-long" / "run" / "best").training_data["teacher"]
     assert record["checkpoint"] == str((teachers / "fold-long" / "run" / "best").resolve())
+    assert record["init_tensors"] > 0  # started from its fold's teacher's weights
+    with pytest.raises(ProtocolError, match="teacher_init needs a teacher per fold"):
+        ProtocolOptions(manifest=manifest, out=out, recipe=student, folds=FOLDS)
     assert "each fold's model in" in json.loads((out / "recipe.json").read_text())["teacher"]
     with pytest.raises(ProtocolError, match="a fixed teacher has seen"):
         ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(teacher=str(teachers / "fold-long" / "run" / "best")),

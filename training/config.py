@@ -135,9 +135,11 @@ class TrainConfig:
         if not 0.0 <= self.distill_weight <= 1.0 or not self.distill_temperature > 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature positive, got "
                              f"{self.distill_weight} and {self.distill_temperature}")
-        if self.teacher_init and (not self.teacher or self.arch != "specrnet_stream"):
-            raise ValueError("teacher_init starts a specrnet_stream student from its teacher: it needs --teacher "
-                             f"and arch specrnet_stream, not {self.arch!r}")
+        # The teacher itself may come later (the protocol's --teachers gives each fold its own): train()
+        # refuses teacher_init without one.
+        if self.teacher_init and self.arch != "specrnet_stream":
+            raise ValueError(f"teacher_init starts a specrnet_stream student from its teacher: it needs arch "
+                             f"specrnet_stream, not {self.arch!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.first_stage is not None:

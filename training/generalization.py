@@ -92,6 +92,8 @@ class ProtocolOptions:
         if self.recipe.teacher is not None:
             raise ProtocolError("a fixed teacher has seen the folds' held-out families; give --teachers RUN (each "
                                 "fold distils from RUN's model of the same fold)")
+        if self.recipe.teacher_init and self.teachers is None:
+            raise ProtocolError("the recipe's teacher_init needs a teacher per fold: give --teachers RUN")
         if self.teachers is not None:
             self.teachers = Path(self.teachers)
             if not (self.teachers / "recipe.json").is_file():

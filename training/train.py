@@ -123,6 +123,8 @@ def distill_loss(logit: Any, teacher_logit: Any, temperature: float) -> Any:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    if cfg.teacher_init and not cfg.teacher:
+        raise ValueError("teacher_init starts the student from its teacher's weights: it needs --teacher")
     try:
         import torch
     except ImportError:
