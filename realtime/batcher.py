@@ -9,8 +9,7 @@
 
 A batch holds at most ``max_batch`` windows and never more than the engine's
 ``preferred_batch`` per engine call (``preferred_batch * parallel`` in all): ``--max-batch 64``
-on an ONNX CPU engine (fastest at runs of 4) builds batches of 4 per call (a streaming network
-per hop: 8, realtime.hop_scoring.STREAM_RUN_BATCH). A window's samples are copied
+on an ONNX CPU engine (fastest at runs of 4) builds batches of 4. A window's samples are copied
 once, at submit, from the stream's ring into a row of the batch being assembled
 (realtime.batch_rows), and each batch is scored in place through the engine's trusted entry
 point (``batch_logits``: no copy, no finiteness pass; windowing rejects non-finite audio at
@@ -165,10 +164,8 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._stats = BatcherStats()
         self._pool: ThreadPoolExecutor | None = None
-        # Windows per batch: what one round of `parallel` engine calls of its preferred size takes
-        # (per hop, the path's own: larger for a streaming network).
-        per_call = hop.preferred_batch if hop is not None else engine.preferred_batch
-        self._batch = min(self.options.max_batch, per_call * self.options.parallel)
+        # Windows per batch: what one round of `parallel` engine calls of its preferred size takes.
+        self._batch = min(self.options.max_batch, engine.preferred_batch * self.options.parallel)
         self._buffers = BufferPool((self._batch, engine.window_samples), clock=clock)
         self._batches: deque[BatchRows] = deque()  # of the queued windows to score, oldest first
 

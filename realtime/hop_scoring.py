@@ -27,8 +27,7 @@ A streaming network (``specrnet_stream``, on the ``onnx`` engine) goes further: 
 :class:`engines.stream_network.StreamTrunk`, the worker runs the trunk graph on each window's new
 frames only (in stream order, like the front end; the graph's rows split over the engine calls),
 and the network step is the readout graph on the windows' trunk frames. Same rule for skipped
-windows and gaps; same logits as the whole window's graph. Its batches hold up to
-:data:`STREAM_RUN_BATCH` windows per engine call, not the engine's ``preferred_batch``.
+windows and gaps; same logits as the whole window's graph.
 """
 from __future__ import annotations
 
@@ -48,14 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .batch_stream import BatchStream, QueuedItem
     from .options import DetectorOptions
 
-__all__ = ["HOP_FRONTEND_MODES", "STREAM_RUN_BATCH", "HopScoring", "hop_scoring", "split_request"]
-
-#: Windows per engine call on a streaming network's per-hop path (the engine's ``preferred_batch``,
-#: 4 on the CPU, bounds the whole window graph's arena, ~17 MB a window, which this path never runs).
-#: Its trunk rows (a hop's 54 frames) cost the same per row from 1 to 32 rows per run, so larger
-#: batches under load cost no more per window and share the batch's fixed Python work and thread
-#: hand-offs among more windows (docs/benchmarks.md).
-STREAM_RUN_BATCH = 8
+__all__ = ["HOP_FRONTEND_MODES", "HopScoring", "hop_scoring", "split_request"]
 
 #: ``auto``: per hop where the engine and hop allow it, else whole windows; ``on``: per hop or a
 #: refusal saying why; ``off``: whole windows.
@@ -68,7 +60,6 @@ class SplitEngine(Protocol):
 
     config: ModelConfig
     split: bool
-    preferred_batch: int
 
     def feature_logits(self, features: np.ndarray) -> np.ndarray: ...
 
@@ -98,12 +89,6 @@ class HopScoring:
         self.trunk_reason = "" if self.trunk is not None else trunk  # a streaming network that cannot apply: why
         self.network = engine.readout_logits if self.trunk is not None else engine.feature_logits  # type: ignore[attr-defined]
         self._engine = engine
-
-    @property
-    def preferred_batch(self) -> int:
-        """Most windows per engine call on this path: the engine's, or more for a streaming network."""
-        batch = self._engine.preferred_batch
-        return max(STREAM_RUN_BATCH, batch) if self.trunk is not None else batch
 
     def warm_up(self, concurrency: int) -> None:
         """The network graph's warm-up alone: the whole window's graph never runs here, so its
