@@ -4,11 +4,15 @@ For the torch-free paths: displays and analysis (the dashboard's spectrogram of 
 engine scored, data analysis) and the streaming front end (``engines.hop_frontend``), which
 computes each window's frames here and runs only the network graph.
 
-Frames go through a real FFT in float64, not the graph's DFT-as-convolution. On one core it
-takes half (SpecRNet: 400 taps, 512 points) to a fifth (ResMax: 1024) of the time of the same
-DFT as a numpy float32 matmul, and a whole window costs what ONNX Runtime's float32 convolution
-does for SpecRNet and 2.5x less for ResMax (tools/hop_bench.py). float64 puts the features at
-their exact values, so what separates them from the graph's is the graph's own float32 rounding.
+Frames go through a real FFT, not the graph's DFT-as-convolution. On one core it takes half
+(SpecRNet: 400 taps, 512 points) to a fifth (ResMax: 1024) of the time of the same DFT as a numpy
+float32 matmul, and a whole window costs what ONNX Runtime's float32 convolution does for SpecRNet
+and 2.5x less for ResMax (tools/hop_bench.py). The transform runs in float32, as the graph does:
+15-20% less time than float64 (the per-hop front end of 8 windows, 432 frames: 1.65 -> 1.40 ms
+SpecRNet, 2.9 -> 2.3 ms ResMax) for a feature difference from float64 of at most 1.4e-5 (SpecRNet)
+and 2.2e-4 (ResMax's quietest bins) on 36 s of speech, below the graph's own float32 rounding
+(3.4e-5 and 2.0e-3). Per hop the split path's logits stay 1.2e-5 (SpecRNet) and 1.1e-5 (ResMax)
+from the whole window graph's, as in float64 (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -40,21 +44,25 @@ def frames(x: np.ndarray, config: FrontEndConfig, first: int, count: int) -> np.
     lo = config.frame_offset + first * hop
     hi = lo + (count - 1) * hop + win
     seg = x[max(lo, 0) : min(hi, len(x))]
-    if lo < 0 or hi > len(x):
-        seg = np.pad(seg, (max(0, -lo), max(0, hi - len(x))))
-    return np.lib.stride_tricks.sliding_window_view(seg, win)[::hop]
+    if lo < 0 or hi > len(x):  # a zeroed copy, not np.pad: the per-hop path pads two short blocks per window
+        padded = np.zeros(hi - lo, dtype=x.dtype)
+        padded[max(0, -lo) : max(0, -lo) + len(seg)] = seg
+        seg = padded
+    # as_strided, not sliding_window_view: the same rows without its per-call checks (per hop, twice a window)
+    step = seg.strides[0]
+    return np.lib.stride_tricks.as_strided(seg, (count, win), (hop * step, step), writeable=False)
 
 
 class SpectralFrames:
     """Frames [n, win_length] -> log features float32 [n, n_features]: Hann window, power of
-    the n_fft-point real FFT, filterbank, log. Holds the window and filterbank, made once."""
+    the n_fft-point real FFT, filterbank, log, all in float32. Holds the window and filterbank, made once."""
 
     def __init__(self, config: FrontEndConfig) -> None:
         self.config = config
         j = np.arange(config.win_length)
-        self._window = 0.5 - 0.5 * np.cos(2.0 * np.pi * j / config.win_length)
+        self._window = (0.5 - 0.5 * np.cos(2.0 * np.pi * j / config.win_length)).astype(np.float32)
         fb = config.filterbank()
-        self._bands = None if fb is None else np.ascontiguousarray(fb.T, dtype=np.float64)
+        self._bands = None if fb is None else np.ascontiguousarray(fb.T, dtype=np.float32)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         # Zero-padding the window at the end instead of centring it in the n_fft frame is a
@@ -63,7 +71,7 @@ class SpectralFrames:
         power = spec.real * spec.real + spec.imag * spec.imag
         if self._bands is not None:
             power = power @ self._bands
-        return np.log(power + self.config.log_floor).astype(np.float32)
+        return np.log(power + np.float32(self.config.log_floor)).astype(np.float32, copy=False)
 
 
 def log_features(wave: np.ndarray, config: FrontEndConfig) -> np.ndarray:

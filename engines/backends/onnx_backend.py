@@ -38,6 +38,25 @@ INPUT_NAME, FEATURES_NAME, TRUNK_NAME = "waveform", "features", "trunk"
 CPU_RUN_BATCH = 4
 
 
+def _session_options(ort: Any, threads: int, level: Any) -> Any:
+    """The engine's ONNX Runtime session options, at graph optimization ``level``."""
+    opts = ort.SessionOptions()
+    # Our own threads decide parallelism (the batcher's inference workers); ORT's spinning
+    # thread pool would steal the cores the audio and network threads need.
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = level
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Without memory patterns each tensor comes from the arena on its own and freed chunks are
+    # reused across batch sizes; with them, each input shape and each concurrent run wants its
+    # own large block: two threads running 1..4 windows climbed 143 -> 213 MB after warm-up with
+    # patterns, 149 -> 163 MB without. No speed cost measured (SpecRNet fp32 and int8, 1 and 4
+    # windows per run).
+    opts.enable_mem_pattern = False
+    return opts
+
+
 class OnnxEngine(Engine):
     name = "onnx"
     precision = "fp32"
@@ -67,22 +86,9 @@ class OnnxEngine(Engine):
         import onnxruntime as ort
 
         path = self._model_path(folder, config)
-        opts = ort.SessionOptions()
-        # Our own threads decide parallelism (the batcher's inference workers); ORT's spinning
-        # thread pool would steal the cores the audio and network threads need.
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # EXTENDED, not ALL: ALL adds the NCHWc layout transform, which pads SpecRNet's 20-channel
         # convolutions to the SIMD block and measured 1.5x slower for the largest one (tools/bench.py).
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Without memory patterns each tensor comes from the arena on its own and freed chunks are
-        # reused across batch sizes; with them, each input shape and each concurrent run wants its
-        # own large block: two threads running 1..4 windows climbed 143 -> 213 MB after warm-up with
-        # patterns, 149 -> 163 MB without. No speed cost measured (SpecRNet fp32 and int8, 1 and 4
-        # windows per run).
-        opts.enable_mem_pattern = False
+        opts = _session_options(ort, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
         available = ort.get_available_providers()
         wanted = providers or ["CPUExecutionProvider"]
         chosen = [p for p in wanted if p in available]
@@ -103,7 +109,11 @@ class OnnxEngine(Engine):
         if self.stream is not None:
             g = self.stream["geometry"]
             trunk, readout = verify_stream(folder, config)
-            self.trunk_session = self._session(ort, trunk, opts, chosen, FEATURES_NAME, [1, fe.n_features, None])
+            # ALL for the trunk: its block 0 (20 channels, padded to 32, on a hop's 80 x 54 frames: most of
+            # its time) runs 6% faster in the NCHWc layout (median of 30 interleaved runs of 4 rows, 0.92 ->
+            # 0.87 ms per row; outputs within 2e-7), unlike SpecRNet's convolutions.
+            trunk_opts = _session_options(ort, threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+            self.trunk_session = self._session(ort, trunk, trunk_opts, chosen, FEATURES_NAME, [1, fe.n_features, None])
             self.readout_session = self._session(ort, readout, opts, chosen, TRUNK_NAME, [g["channels"], g["frames"]])
         self.threads = threads
         self.device = "cpu" if chosen[0] == "CPUExecutionProvider" else chosen[0]
