@@ -224,3 +224,18 @@ def test_students_distil_from_the_same_fold_of_a_teacher_run(protocol: tuple[Pat
                         folds=FOLDS)
     with pytest.raises(ProtocolError, match="not a protocol run"):
         ProtocolOptions(manifest=manifest, out=out, recipe=_recipe(), folds=FOLDS, teachers=tmp_path)
+
+
+def test_model_card_names_the_recipes_first_stage(protocol: tuple[Path, dict], tmp_path: Path) -> None:
+    """The card's protocol line says how each fold trained: the curriculum's first stage when the
+    recipe has one (a card that left it out would describe another recipe)."""
+    from tools.model_card import protocol_section
+
+    out, _ = protocol
+    assert "with this recipe (specrnet, 1 epochs per fold)" in "\n".join(protocol_section(out / "matrix.json"))
+    m = json.loads((out / "matrix.json").read_text())
+    m["recipe"]["first_stage"] = {"families": ["rpv-long", "rpv-short"], "epochs": 8}
+    curriculum = tmp_path / "matrix.json"
+    curriculum.write_text(json.dumps(m))
+    assert ("(specrnet, 8 epochs on bona fide and whichever of rpv-long, rpv-short the fold trains on, then 1 "
+            "epochs per fold)") in "\n".join(protocol_section(curriculum))
