@@ -6,6 +6,7 @@ the window of the main test is saved there as dashboard.png (docs/dashboard.png 
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from realtime.alerts import AlertOptions  # noqa: E402
 from realtime.cli import main  # noqa: E402
 from realtime.dashboard import DashboardOptions  # noqa: E402
 from realtime.dashboard.app import DashboardSession  # noqa: E402
+from realtime.dashboard.gui_gc import GuiThreadCollection  # noqa: E402
 from realtime.dashboard.window import NAMES, DashboardWindow  # noqa: E402
 from realtime.events import ScoreEvent, SummaryEvent  # noqa: E402
 from realtime.inputs import open_files  # noqa: E402
@@ -396,3 +398,35 @@ def test_cli_websocket_server_with_dashboard(qtbot, checkpoints: dict[str, Path]
     np.testing.assert_allclose(y, [e["spoof_probability"] for e in scores], atol=5.1e-5)  # JSON: 4 decimals
     assert seen["spec"] == (80, 401)
     assert not _dashboard_threads()
+
+
+def test_garbage_is_collected_on_the_gui_thread_while_a_window_is_open(qtbot) -> None:
+    """A worker that makes cyclic garbage never collects it while a session is open (Qt objects
+    destroyed off the GUI thread can deadlock it); the GUI thread's timer does, and automatic
+    collection comes back when the last session closes."""
+    was = gc.isenabled()
+    gc.collect()
+    threads: list[bool] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            threads.append(threading.current_thread() is threading.main_thread())
+
+    outer, inner = GuiThreadCollection(), GuiThreadCollection()
+    try:
+        assert not gc.isenabled()
+        worker = threading.Thread(target=lambda: [Cycle() for _ in range(20_000)])  # far past gen 0's threshold
+        worker.start()
+        worker.join()
+        assert threads == []  # nothing collected in the worker
+        qtbot.waitUntil(lambda: len(threads) > 0, timeout=10_000)
+        assert all(threads)
+        inner.close()
+        assert not gc.isenabled()  # the outer session is still open
+    finally:
+        outer.close()
+        inner.close()
+    assert gc.isenabled() == was

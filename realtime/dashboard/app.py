@@ -9,6 +9,7 @@ from PySide6 import QtCore, QtWidgets
 
 from realtime.dashboard import DashboardOptions
 from realtime.dashboard.bridge import Bridge, SpectrogramWorker
+from realtime.dashboard.gui_gc import GuiThreadCollection
 from realtime.dashboard.runner import Detect, DetectionThread
 from realtime.dashboard.window import DashboardWindow
 
@@ -23,6 +24,8 @@ class DashboardSession:
     Create it on the GUI thread (a QApplication must exist)."""
 
     def __init__(self, detect: Detect, options: DashboardOptions | None = None, max_events: int = 4096) -> None:
+        # Before any Qt object of the session exists: no worker thread may collect one (gui_gc).
+        self.collection = GuiThreadCollection()
         self.bridge = Bridge(max_events)
         self.spectrograms = SpectrogramWorker()
         self.thread = DetectionThread(detect, self.bridge)
@@ -30,6 +33,7 @@ class DashboardSession:
             self.window = DashboardWindow(self.bridge, self.spectrograms, options)
         except BaseException:
             self.spectrograms.close()
+            self.collection.close()
             raise
         self.window.closed.connect(self.stop)
         self.interrupted = False
@@ -48,6 +52,7 @@ class DashboardSession:
         if not self.thread.stop():
             print("realtime-detect: detection did not stop within 30 s; leaving it behind", file=sys.stderr)
         self.spectrograms.close()
+        self.collection.close()
 
     @property
     def exit_code(self) -> int:
