@@ -26,7 +26,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -35,7 +34,7 @@ from engines.engine import check_windows
 from engines.features import SpectralFrames, frames
 from engines.frontend_config import FrontEndConfig
 
-__all__ = ["HopFrontEnd", "HopLayout", "HopState", "Split", "StreamFrames", "follow_plan", "roll_in", "unroll", "whole"]
+__all__ = ["HopFrontEnd", "HopLayout", "HopRing", "Split", "StreamFrames", "follow_plan", "whole"]
 
 #: How a pure computation runs on the rows of a batch: ``split(fn, x)`` returns ``fn(x)``, possibly
 #: computed as parts of ``x`` (axis 0) concatenated (the batcher runs them on its engine pool).
@@ -96,93 +95,76 @@ class HopLayout:
         return cls(FrontEndConfig.from_dict(model.frontend), model.window_samples, hop)
 
 
-class StreamFrames:
-    """One stream's state: the log features of its last window's interior frames.
+class HopRing:
+    """One stream's per-hop cache: the columns its last window shares with the next ones, in a ring
+    [rows, span] float32 that moves on ``shift`` columns per ``hop`` samples; its size is fixed
+    (``nbytes``). :func:`follow_plan` decides per window whether it catches up or restarts."""
 
-    A ring of columns [n_features, interior] (float32), so the features of a whole window are
-    assembled by copying rows; its size is fixed by the layout: ``nbytes``.
-    """
+    __slots__ = ("_head", "_ring", "_start", "hop", "shift")
 
-    __slots__ = ("_head", "_ring", "_start", "layout")
+    def __init__(self, rows: int, span: int, hop: int, shift: int) -> None:
+        self._ring = np.zeros((rows, span), dtype=np.float32)
+        self._head = 0  # ring column holding the window's first column
+        self._start: int | None = None  # start sample of the window the ring holds; None: nothing held
+        self.hop, self.shift = hop, shift
 
-    def __init__(self, layout: HopLayout) -> None:
-        self.layout = layout
-        self._ring = np.zeros((layout.config.n_features, layout.interior), dtype=np.float32)
-        self._head = 0  # ring column holding the window's first interior frame
-        self._start: int | None = None  # start sample of the window the ring holds
-
-    def reset(self) -> None:
-        """Forget the stream's frames (a gap in the stream): its next window is computed whole."""
-        self._start = None
+    @property
+    def span(self) -> int:
+        return self._ring.shape[1]
 
     @property
     def nbytes(self) -> int:
         return self._ring.nbytes
 
-    @property
-    def hop(self) -> int:
-        return self.layout.hop
+    def reset(self) -> None:
+        """Forget the stream's columns (a gap in the stream): its next window is computed whole."""
+        self._start = None
 
-    @property
-    def shift(self) -> int:
-        return self.layout.step
+    def _restart(self, start: int, columns: np.ndarray) -> None:
+        """A window computed whole: its shared ``columns`` [rows, span] fill the ring."""
+        self._ring[:] = columns
+        self._head, self._start = 0, start
 
-    @property
-    def span(self) -> int:
-        return self.layout.interior
+    def _catch_up(self, start: int, new: np.ndarray, out: np.ndarray) -> None:
+        """The window k hops on: its last columns ``new`` [rows, k * shift] take the places of the
+        ring's oldest, which it no longer holds; ``out`` [rows, span] gets the ring in window order."""
+        ring, span, n = self._ring, self.span, new.shape[1]
+        first = min(n, span - self._head)
+        ring[:, self._head : self._head + first] = new[:, :first]
+        ring[:, : n - first] = new[:, first:]
+        head = (self._head + n) % span
+        out[:, : span - head] = ring[:, head:]
+        out[:, span - head :] = ring[:, :head]
+        self._head, self._start = head, start
+
+
+class StreamFrames(HopRing):
+    """One stream's state: the log features of its last window's interior frames, a ring of
+    columns [n_features, interior], so the features of a whole window are assembled by copying rows."""
+
+    __slots__ = ("layout",)
+
+    def __init__(self, layout: HopLayout) -> None:
+        super().__init__(layout.config.n_features, layout.interior, layout.hop, layout.step)
+        self.layout = layout
 
     def _store(self, start: int, feats: np.ndarray, out: np.ndarray) -> None:
         """A window computed whole: ``feats`` [frames, n_features] -> ``out`` [n_features, frames]."""
         lay = self.layout
         out[:] = feats.T
-        self._ring[:] = out[:, lay.left : lay.left + lay.interior]
-        self._head, self._start = 0, start
+        self._restart(start, out[:, lay.left : lay.left + lay.interior])
 
     def _advance(self, start: int, left: np.ndarray, new: np.ndarray, out: np.ndarray) -> None:
         """The window k hops on: ``left`` its leading edge frames, ``new`` its last ``k * step``
         interior frames then its trailing edge frames (rows of features)."""
         lay = self.layout
         shift = len(new) - lay.right
-        self._head = roll_in(self._ring, self._head, new[:shift].T)
-        unroll(self._ring, self._head, out[:, lay.left : lay.left + lay.interior])
+        self._catch_up(start, new[:shift].T, out[:, lay.left : lay.left + lay.interior])
         out[:, : lay.left] = left.T
         out[:, lay.left + lay.interior :] = new[shift:].T
-        self._start = start
 
 
-def roll_in(ring: np.ndarray, head: int, new: np.ndarray) -> int:
-    """Write columns ``new`` [rows, n] over ``ring``'s ``n`` oldest columns (from column ``head``
-    on, wrapping): a window n columns on no longer holds them. Returns the new head."""
-    n, span = new.shape[1], ring.shape[1]
-    first = min(n, span - head)
-    ring[:, head : head + first] = new[:, :first]
-    ring[:, : n - first] = new[:, first:]
-    return (head + n) % span
-
-
-def unroll(ring: np.ndarray, head: int, out: np.ndarray) -> None:
-    """``ring``'s columns in window order, oldest (column ``head``) first, into ``out``."""
-    span = ring.shape[1]
-    out[:, : span - head] = ring[:, head:]
-    out[:, span - head :] = ring[:, :head]
-
-
-class HopState(Protocol):
-    """A stream's per-hop cache: a ring of ``span`` columns, ``shift`` more per ``hop`` samples."""
-
-    _start: int | None  # start sample of the window the ring holds; None: nothing held
-
-    @property
-    def hop(self) -> int: ...
-
-    @property
-    def shift(self) -> int: ...
-
-    @property
-    def span(self) -> int: ...
-
-
-def follow_plan(streams: Sequence[HopState], starts: Sequence[int]) -> list[int]:
+def follow_plan(streams: Sequence[HopRing], starts: Sequence[int]) -> list[int]:
     """Per window of a batch, the number of hops k >= 1 it starts after its stream's previous window
     (the last one the stream's state holds, or an earlier window of the same stream in this batch),
     if its ring can catch up: it then computes only its last ``k * shift`` columns, the rest are
@@ -197,7 +179,7 @@ def follow_plan(streams: Sequence[HopState], starts: Sequence[int]) -> list[int]
     return plan
 
 
-def _hops(state: HopState, prev: int | None, start: int) -> int:
+def _hops(state: HopRing, prev: int | None, start: int) -> int:
     """The hops from window start ``prev`` to ``start`` if ``state``'s ring can catch up over them, else 0."""
     if prev is None or start <= prev or (start - prev) % state.hop:
         return 0

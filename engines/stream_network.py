@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.hop_frontend import HopLayout, Split, follow_plan, roll_in, unroll, whole
+from engines.hop_frontend import HopLayout, HopRing, Split, follow_plan, whole
 
 __all__ = ["HopNetwork", "StreamGeometry", "StreamTrunk"]
 
@@ -86,50 +86,25 @@ class StreamGeometry:
         return features[:, :, lo : lo + self.tile]
 
 
-class StreamTrunk:
-    """One stream's state: the trunk frames of its last window, a ring [channels, frames] float32."""
+class StreamTrunk(HopRing):
+    """One stream's state: the trunk frames of its last window, a ring [channels, frames]."""
 
-    __slots__ = ("_head", "_ring", "_start", "geometry")
+    __slots__ = ("geometry",)
 
     def __init__(self, geometry: StreamGeometry) -> None:
+        super().__init__(geometry.channels, geometry.frames, geometry.layout.hop, geometry.step)
         self.geometry = geometry
-        self._ring = np.zeros((geometry.channels, geometry.frames), dtype=np.float32)
-        self._head = 0  # ring column holding the window's first trunk frame
-        self._start: int | None = None  # start sample of the window the ring holds
-
-    @property
-    def nbytes(self) -> int:
-        return self._ring.nbytes
-
-    def reset(self) -> None:
-        """Forget the stream's trunk frames (a gap in the stream): its next window is computed whole."""
-        self._start = None
-
-    @property
-    def hop(self) -> int:
-        return self.geometry.layout.hop
-
-    @property
-    def shift(self) -> int:
-        return self.geometry.step
-
-    @property
-    def span(self) -> int:
-        return self.geometry.frames
 
     def _store(self, start: int, tiles: np.ndarray, out: np.ndarray) -> None:
         """A window computed whole: ``tiles`` [n_tiles, channels, step] -> ``out`` [channels, frames]."""
         g = self.geometry
         for j, block in zip(g.tiles, tiles):
             out[:, j : j + g.step] = block
-        self._ring[:] = out
-        self._head, self._start = 0, start
+        self._restart(start, out)
 
     def _advance(self, start: int, new: np.ndarray, out: np.ndarray) -> None:
         """The window k hops on: ``new`` [k, channels, step] its last k tiles of trunk frames."""
-        self._head = roll_in(self._ring, self._head, np.concatenate(new, axis=1))
-        unroll(self._ring, self._head, out)
-        self._start = start
+        self._catch_up(start, np.concatenate(new, axis=1), out)
 
 
 class HopNetwork:
