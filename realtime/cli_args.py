@@ -45,7 +45,7 @@ Examples:
                                                      the timeline as an image (extra: plot)
 
 Each 4-second window gets a spoof probability; at or above the model's threshold it is labelled
-spoof. Each model has its own threshold (specrnet 0.25, resmax 0.12); --threshold sets one.
+spoof. Each model has its own threshold (specrnet 0.25, resmax 0.42); --threshold sets one.
 Exit status: 0 all inputs scored, 1 some inputs failed (each named on stderr), 2 usage error.
 """
 D = DetectorOptions()  # the defaults the parser shows
