@@ -149,10 +149,17 @@ def test_threshold_goes_into_a_checkpoint(protocol: tuple[Path, dict], tmp_path:
     out, m = protocol
     ckpt = tmp_path / "final"
     shutil.copytree(out / "fold-short" / "run" / "best", ckpt)
+    before = read_config(ckpt)
+    files = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.name != "model.json"}
     thr = apply_threshold(out / "matrix.json", ckpt)
     cfg = read_config(ckpt)
     assert cfg.threshold == pytest.approx(thr) == pytest.approx(m["threshold"])
     assert cfg.metrics["protocol_mean_heldout_eer"] == m["mean_heldout_eer"]
+    # Only the threshold and its provenance change: weights, graphs and their records (an int8
+    # model's included) stay valid, whichever order the ship steps run in.
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir() if p.name != "model.json"} == files
+    assert {k: v for k, v in vars(cfg).items() if k not in ("threshold", "metrics")} == \
+        {k: v for k, v in vars(before).items() if k not in ("threshold", "metrics")}
 
 
 def test_int8_is_scored_on_the_same_folds_and_recorded_in_a_checkpoint(protocol: tuple[Path, dict],
