@@ -11,7 +11,7 @@ import soundfile as sf
 from engines.errors import EngineError
 from engines.features import log_features
 from engines.frontend_config import RESMAX_FRONTEND, SPECRNET_FRONTEND, FrontEndConfig
-from engines.hop_frontend import HopFrontEnd, HopLayout
+from engines.hop_frontend import HopFrontEnd, HopLayout, StreamFrames
 from tests.conftest import speech_files
 
 WINDOW = 64000
@@ -46,13 +46,17 @@ class RowCounter:
         return self.inner(rows)
 
 
+def _counted(cfg: FrontEndConfig, hop: int) -> tuple[HopLayout, HopFrontEnd, RowCounter, StreamFrames]:
+    """A front end for ``cfg`` at ``hop`` with its spectral rows counted, and a new stream."""
+    layout = HopLayout(cfg, WINDOW, hop)
+    fe = HopFrontEnd(layout)
+    return layout, fe, RowCounter(fe), fe.stream()
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_hop_computes_only_new_frames_and_equals_the_full_window(case: str) -> None:
     cfg, hop = CASES[case]
-    layout = HopLayout(cfg, WINDOW, hop)
-    fe = HopFrontEnd(layout)
-    counter = RowCounter(fe)
-    stream = fe.stream()
+    layout, fe, counter, stream = _counted(cfg, hop)
     audio = _stream_audio()
     starts = range(0, len(audio) - WINDOW + 1, hop)
     size = stream.nbytes
@@ -72,10 +76,7 @@ def test_each_hop_computes_only_new_frames_and_equals_the_full_window(case: str)
 
 
 def test_gap_or_reset_computes_the_next_window_whole() -> None:
-    layout = HopLayout(SPECRNET_FRONTEND, WINDOW, 8000)
-    fe = HopFrontEnd(layout)
-    counter = RowCounter(fe)
-    stream = fe.stream()
+    layout, fe, counter, stream = _counted(SPECRNET_FRONTEND, 8000)
     audio = _stream_audio()
     # Hops, then a gap of 3.3 s, hops, an explicit reset (the caller knows of a gap its positions
     # do not show), hops, then a window out of order.
@@ -95,10 +96,7 @@ def test_a_window_hops_on_catches_up_while_frames_are_shared(case: str) -> None:
     """A window k hops after the stream's last one computes its edges and its last k hops' frames
     while k * step < interior (the largest such k too), else it is computed whole."""
     cfg, hop = CASES[case]
-    layout = HopLayout(cfg, WINDOW, hop)
-    fe = HopFrontEnd(layout)
-    counter = RowCounter(fe)
-    stream = fe.stream()
+    layout, fe, counter, stream = _counted(cfg, hop)
     audio = _stream_audio()
     most = (layout.interior - 1) // layout.step  # the most hops that still share a frame
     hops = [1, 2, 3, most, most + 1, 2]
