@@ -423,17 +423,18 @@ def apply_int8_comparison(out: Path, checkpoint: Path) -> dict[str, Any]:
 def apply_threshold(matrix_path: Path, checkpoint: Path) -> float:
     """Write the protocol's threshold into a checkpoint's model.json. The threshold is metadata:
     weights, graphs and their records (the int8 model's too) stay as they are."""
-    from engines.checkpoint import read_config, write_config
+    from engines.checkpoint import read_config, resolve_dir, write_config
 
     m = json.loads(matrix_path.read_text(encoding="utf-8"))
     if m.get("threshold") is None or not m.get("complete"):
         raise ProtocolError(f"{matrix_path}: the protocol has not finished every fold; no threshold yet")
-    cfg = read_config(checkpoint)
+    folder = resolve_dir(checkpoint)
+    cfg = read_config(folder)
     cfg.threshold = float(m["threshold"])
     cfg.metrics = {**cfg.metrics, "threshold_from": "pooled held-out EER point of the leave-families-out protocol",
                    "protocol_pooled_heldout_eer": m["pooled_heldout_eer"],
                    "protocol_mean_heldout_eer": m["mean_heldout_eer"]}
-    write_config(checkpoint, cfg)
+    write_config(folder, cfg)
     return cfg.threshold
 
 
