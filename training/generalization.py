@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.checkpoint import read_config, write_config
+from engines.checkpoint import read_config, resolve_dir, write_config
 from engines.errors import EngineError, MissingExtraError
 from engines.quantize import QuantizeOptions, quantize_checkpoint
 from training.config import TrainConfig
@@ -411,20 +411,19 @@ def int8_comparison(out: Path) -> dict[str, Any]:
 
 def apply_int8_comparison(out: Path, checkpoint: Path) -> dict[str, Any]:
     """Record :func:`int8_comparison` in the checkpoint's int8 record (model.json only: no file changes)."""
-    cfg = read_config(checkpoint)
+    folder = resolve_dir(checkpoint)
+    cfg = read_config(folder)
     if cfg.int8 is None:
         raise ProtocolError(f"{checkpoint} has no int8 model: python -m engines.quantize --model {checkpoint}")
     comparison = int8_comparison(out)
     cfg.int8 = {**cfg.int8, "protocol": comparison}
-    write_config(checkpoint, cfg)
+    write_config(folder, cfg)
     return comparison
 
 
 def apply_threshold(matrix_path: Path, checkpoint: Path) -> float:
     """Write the protocol's threshold into a checkpoint's model.json. The threshold is metadata:
     weights, graphs and their records (the int8 model's too) stay as they are."""
-    from engines.checkpoint import read_config, resolve_dir, write_config
-
     m = json.loads(matrix_path.read_text(encoding="utf-8"))
     if m.get("threshold") is None or not m.get("complete"):
         raise ProtocolError(f"{matrix_path}: the protocol has not finished every fold; no threshold yet")
