@@ -79,9 +79,8 @@ def generator_names() -> list[str]:
 def default_generator_names() -> list[str]:
     """What a build without --generators renders: every generator but the opt-in ones.
 
-    A generator with ``opt_in = True`` (the own vocoders, whose weights are trained here, not
-    installed) is rendered only when named, so the documented default build keeps working on a
-    machine that has not trained them.
+    A generator with ``opt_in = True`` (the own vocoders, trained here) is rendered only when
+    named, so the default build reproduces the corpus the shipped detectors were trained on.
     """
     _load_all()
     return [name for name, factory in _REGISTRY.items() if not getattr(factory, "opt_in", False)]
