@@ -10,6 +10,7 @@ uvloop does not build on Windows, where asyncio's loop is used.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -29,3 +30,18 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on the fastest loop available (same cancellation and Ctrl-C handling)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+def add_signal_handlers(signals: tuple[signal.Signals, ...], callback: Callable[[], object]) -> list[signal.Signals]:
+    """Install ``callback`` for ``signals`` on the running loop where this thread may handle them;
+    returns those installed. Off the main thread (the dashboard's worker) or off POSIX there are
+    none: asyncio refuses with RuntimeError or NotImplementedError, uvloop with ValueError."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in signals:
+        try:
+            loop.add_signal_handler(sig, callback)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(sig)
+    return installed

@@ -40,3 +40,30 @@ def test_cancellation_and_errors_reach_the_caller_as_with_asyncio_run() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         event_loop.run(cancelled())
+
+
+def test_signal_handlers_are_skipped_off_the_main_thread_on_either_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dashboard runs detection in a worker thread: asyncio refuses its signal handlers with
+    # RuntimeError, uvloop with ValueError; neither may end the run.
+    import signal
+    import threading
+
+    async def install() -> list[signal.Signals]:
+        return event_loop.add_signal_handlers((signal.SIGINT, signal.SIGTERM), lambda: None)
+
+    results: list[object] = []
+
+    def worker() -> None:
+        try:
+            results.append(event_loop.run(install()))
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            results.append(e)
+
+    for uvloop_present in (True, False):
+        if not uvloop_present:
+            monkeypatch.setitem(sys.modules, "uvloop", None)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join(10)
+        assert results.pop() == []
+    assert event_loop.run(install()) == [signal.SIGINT, signal.SIGTERM]  # the main thread: both
