@@ -11,13 +11,13 @@ import os
 # workers decide parallelism, as for ONNX Runtime's intra-op threads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import asyncio
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
 from realtime.cli_args import as_flags, build_parser, options_from_args
-from realtime import event_loop
 from realtime.console import printable
 from realtime.inputs import Inputs, Listener, named_inputs, resolve
 from realtime.options import DetectorOptions
@@ -98,7 +98,7 @@ def _run(run: Inputs | Listener, options: DetectorOptions, stdout: TextIO, stder
         def detect(observers: list) -> Coroutine[Any, Any, int]:
             return run_inputs(run, options, output, [*plots, *observers])
     if not options.output.dashboard:
-        return event_loop.run(detect([]))
+        return asyncio.run(detect([]))
     from realtime.dashboard import DashboardOptions, run_dashboard
 
     return run_dashboard(lambda bridge: detect([bridge]), DashboardOptions(

@@ -10,7 +10,6 @@ import signal
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
-from realtime import event_loop
 from realtime.errors import AudioInputError
 from realtime.inputs import Inputs, Listener
 from realtime.options import DetectorOptions
@@ -34,7 +33,13 @@ async def stoppable(output: Output) -> AsyncIterator[tuple[asyncio.Event, asynci
         interrupted.set()
         stop.set()
 
-    installed = event_loop.add_signal_handlers((signal.SIGINT, signal.SIGTERM), on_signal)
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):  # not the main thread, not POSIX
+            continue
+        installed.append(sig)
     closed = asyncio.ensure_future(output.stdout_closed.wait())
     closed.add_done_callback(lambda t: t.cancelled() or stop.set())
     try:

@@ -31,7 +31,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from . import event_loop, stream_endpoint
+from . import stream_endpoint
 from .access import Denied, check_bind, check_handshake, check_headers
 from .connection import Connection
 from .endpoint import Endpoint
@@ -255,7 +255,12 @@ async def run_server(detector: LiveDetector, options: ServerOptions | None = Non
     except BaseException:
         await detector.aclose()
         raise
-    event_loop.add_signal_handlers((signal.SIGTERM, signal.SIGINT), server.shutdown)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, server.shutdown)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or not POSIX
+            pass
     # What the run chose (engine, workers, front end) and why, then where it listens: the start lines.
     log.info("%s, %s; %s", describe_engine(detector.engine), detector.batcher.workers, detector.scoring)
     log.info("listening on %s (model %s, threshold %.2f: each model has its own)", server.url,

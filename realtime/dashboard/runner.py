@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from realtime import event_loop
 from realtime.dashboard.bridge import Bridge
 
 __all__ = ["DetectionThread", "Detect"]
@@ -37,7 +36,7 @@ class DetectionThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.exit_code = event_loop.run(self._main())
+            self.exit_code = asyncio.run(self._main())
         except asyncio.CancelledError:
             self.cancelled = True
         except Exception as e:  # noqa: BLE001 - handed over: the main thread re-raises it after the GUI closes
